@@ -1,0 +1,1 @@
+"""LSDA library: readers, the built-in dataset, and (later) proposals, models, adaptation."""

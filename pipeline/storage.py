@@ -1,0 +1,120 @@
+"""fsspec URLs everywhere: local paths, ``file://`` and ``s3://`` behave the same.
+
+S3 endpoints: the standard AWS variables are honoured by botocore; ``LSDA_S3_ENDPOINT`` (set by
+``lsda --s3-endpoint``) or ``AWS_ENDPOINT_URL`` points s3fs at a non-AWS endpoint such as a
+local moto server. Options are passed explicitly so that s3fs's instance cache never hands a
+filesystem configured for another endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+ENDPOINT_VARS = ("LSDA_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def s3_endpoint() -> str | None:
+    for var in ENDPOINT_VARS:
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
+def storage_options(url: str) -> dict:
+    if url.startswith("s3://") and (endpoint := s3_endpoint()):
+        return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Filesystem and protocol-less path for ``url``."""
+    return url_to_fs(url, **storage_options(url))
+
+
+def protocol_prefix(url: str) -> str:
+    return url.split("://", 1)[0] + "://" if "://" in url else ""
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path parts onto a URL, keeping its protocol."""
+    url = url.rstrip("/") or "/"
+    return posixpath.join(url, *parts) if parts else url
+
+
+def to_url(root_url: str, path: str) -> str:
+    """A protocol-less path as returned by fs.find, back to a URL of the same protocol."""
+    prefix = protocol_prefix(root_url)
+    if prefix == "file://" or not prefix:
+        return path if not prefix else prefix + path
+    return prefix + path
+
+
+def exists(url: str) -> bool:
+    fs, path = get_fs(url)
+    return fs.exists(path)
+
+
+def find(url: str, suffixes: Iterable[str] = ()) -> list[str]:
+    """All files under ``url`` (one recursive listing, no per-file round trips), as URLs.
+
+    A missing folder yields an empty list; the callers decide whether that is a problem.
+    """
+    fs, path = get_fs(url)
+    suffixes = tuple(s.lower() for s in suffixes)
+    try:
+        found = fs.find(path)
+    except FileNotFoundError:
+        return []
+    return sorted(to_url(url, p) for p in found if not suffixes or p.lower().endswith(suffixes))
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = get_fs(url)
+    return fs.cat_file(path)
+
+
+def read_text(url: str) -> str:
+    return read_bytes(url).decode("utf-8")
+
+
+def read_many(urls: list[str]) -> dict[str, bytes | Exception]:
+    """Fetch many small files at once (s3fs fetches them concurrently); errors are returned."""
+    if not urls:
+        return {}
+    fs, _ = get_fs(urls[0])
+    paths = [get_fs(u)[1] for u in urls]
+    got = fs.cat(paths, on_error="return")
+    return {u: got.get(p, FileNotFoundError(p)) for u, p in zip(urls, paths, strict=True)}
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write atomically: readers never see a half-written file.
+
+    Object stores commit a PUT atomically; on local disks we write a temporary file beside the
+    target and rename it.
+    """
+    fs, path = get_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def write_text(url: str, text: str) -> None:
+    write_bytes(url, text.encode("utf-8"))
+
+
+def makedirs(url: str) -> None:
+    fs, path = get_fs(url)
+    fs.makedirs(path, exist_ok=True)

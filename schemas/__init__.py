@@ -1,0 +1,1 @@
+"""Contracts between stages: typed records, Arrow schemas and config dataclasses."""
