@@ -12,6 +12,7 @@ from jobs.common import add_common, apply_common
 STAGES = {
     "toyworld": "jobs.toyworld",
     "check-data": "jobs.check_data",
+    "extract": "jobs.extract",
 }
 
 

@@ -8,6 +8,7 @@ filesystem configured for another endpoint.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import uuid
@@ -118,3 +119,19 @@ def write_text(url: str, text: str) -> None:
 def makedirs(url: str) -> None:
     fs, path = get_fs(url)
     fs.makedirs(path, exist_ok=True)
+
+
+def write_table(url: str, table) -> None:
+    """A pyarrow Table as one Parquet file, committed atomically like write_bytes."""
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(url, buf.getvalue())
+
+
+def read_table(url: str, columns: list[str] | None = None):
+    import pyarrow.parquet as pq
+
+    fs, path = get_fs(url)
+    return pq.read_table(path, filesystem=fs, columns=columns)

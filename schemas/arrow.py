@@ -51,3 +51,60 @@ def annotations_to_table(records: Iterable[ImageAnnotation]) -> pa.Table:
 
 def problems_to_table(problems: Iterable[Problem]) -> pa.Table:
     return pa.Table.from_pylist([p.__dict__ for p in problems], schema=PROBLEM_SCHEMA)
+
+
+# --- extraction outputs (lsda extract); docs/extract.md describes each column ---------------
+
+BACKGROUND = "__background__"
+
+PROPOSAL_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("image_url", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("boxes", pa.list_(pa.float32())),  # [x1, y1, x2, y2] * N, 0-based inclusive
+        ("gt_boxes", pa.list_(pa.int32())),  # [x1, y1, x2, y2] * M
+        ("gt_wnids", pa.list_(pa.string())),
+    ]
+)
+
+WINDOW_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("label", pa.string()),  # wnid, or BACKGROUND when IoU < fg_iou with every box
+        ("iou", pa.float32()),  # best IoU with any ground-truth box
+        ("overlap_wnid", pa.string()),  # wnid of that box (null for images without boxes)
+        ("source", pa.string()),  # "gt" or "proposal"
+        ("box", pa.list_(pa.float32(), 4)),
+        ("size", pa.int16()),
+        ("encoding", pa.string()),  # raw: size*size*3 uint8 RGB; jpeg: JPEG bytes
+        ("pixels", pa.binary()),
+    ]
+)
+
+CLS_SCHEMA = pa.schema(
+    [
+        ("wnid", pa.string()),
+        ("name", pa.string()),
+        ("image_url", pa.string()),
+        ("size", pa.int16()),
+        ("pixels", pa.binary()),  # size*size*3 uint8 RGB
+    ]
+)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("image_url", pa.string()),
+        ("split", pa.string()),
+        ("shard", pa.int32()),  # -1: refused by the readers before extraction
+        ("status", pa.string()),  # done | quarantined
+        ("reason", pa.string()),  # why quarantined: "<kind>: <message>"
+        ("note", pa.string()),  # e.g. a colour conversion (CMYK->RGB)
+        ("proposals", pa.int32()),
+        ("windows", pa.int32()),
+        ("node", pa.string()),  # Ray node that processed the image
+        ("seconds", pa.float32()),
+    ]
+)

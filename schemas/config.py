@@ -65,3 +65,50 @@ def toyworld_config(size: str = "demo", **overrides: Any) -> ToyWorldConfig:
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Proposal and window extraction (``lsda extract``); defaults are R-CNN's (DESIGN §5)."""
+
+    resize_width: int = 500  # selective search runs on the image resized to this width; 0 = as is
+    ss_mode: str = "fast"
+    max_proposals: int = 2000
+    min_box: int = 16  # proposals narrower or shorter than this (original pixels) are dropped
+    window_size: int = 227  # the network's input; context padding is 16 px at 227, scaled
+    fg_iou: float = 0.5
+    bg_per_image: int = 128  # background windows sampled per training image (all foreground kept)
+    window_encoding: str = "raw"  # raw uint8 (exact) or jpeg (compact at 227 px)
+    cls_size: int = 256  # classification images are stored resized to cls_size x cls_size
+    shard_size: int = 64  # images per shard (one Ray task, one Parquet file per output)
+    max_pixels: int = 64_000_000  # decompression-bomb guard
+    pixel_mean: tuple[float, float, float] = (123.68, 116.78, 103.94)  # RGB, fills outside
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ss_mode not in ("fast", "quality"):
+            raise ValueError("ss_mode must be fast or quality")
+        if self.window_encoding not in ("raw", "jpeg"):
+            raise ValueError("window_encoding must be raw or jpeg")
+        if self.window_size < 8 or self.shard_size < 1:
+            raise ValueError("window_size must be >= 8 and shard_size >= 1")
+
+
+def load_section(path: str | None, section: str, cls: type, **overrides: Any) -> Any:
+    """One section of a YAML config file as ``cls``, with command-line overrides on top."""
+    values: dict[str, Any] = {}
+    if path:
+        import yaml
+
+        from pipeline import storage
+
+        doc = yaml.safe_load(storage.read_text(path)) or {}
+        values = dict(doc.get(section) or {})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys in [{section}]: {sorted(unknown)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for f in dataclasses.fields(cls):  # YAML lists -> the tuples the dataclass declares
+        if isinstance(values.get(f.name), list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)

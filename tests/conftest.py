@@ -64,3 +64,16 @@ def s3_bucket(s3_server) -> str:
     name = f"lsda-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """One local Ray instance (2 CPUs) for the session, started after the S3 variables are set
+    so that its workers inherit them; shut down by handle."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -1,0 +1,225 @@
+"""``lsda extract``: fan extraction shards out over Ray Data and account for every image.
+
+Layout under ``WORK/extract/<split>/``: ``params.json`` (the settings this directory was made
+with), ``proposals/``, ``windows/`` or ``cls/`` and ``manifest/`` Parquet parts named
+``part-NNNNN.parquet``, ``_done/part-NNNNN.json`` markers, and at the end ``manifest.parquet``
+(every input image: done or quarantined with the reason), ``summary.json`` and ``_SUCCESS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import time
+from collections import Counter
+
+import pyarrow as pa
+
+from pipeline import extract, storage
+from pipeline.categories import read_categories
+from pipeline.cls_reader import read_cls_images
+from pipeline.det_reader import read_det_split
+from pipeline.ray_env import ensure_ray, remote_args
+from schemas.arrow import MANIFEST_SCHEMA
+from schemas.config import ExtractConfig, to_dict
+from schemas.records import Problem
+
+EXTRACT_VERSION = 1
+TRAINING_SPLITS = ("det-train", "val1")
+
+
+class StaleWorkDir(RuntimeError):
+    """The work dir holds an extraction made with other settings or other inputs."""
+
+
+def split_dir(work: str, split: str) -> str:
+    return storage.join(work, "extract", split)
+
+
+def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
+    """Items to extract (JSON-able dicts sorted by image id) and the readers' problems."""
+    if split == "cls":
+        index = read_cls_images(data)
+        items = [
+            {
+                "image_id": f"{i.wnid}/{i.name}",
+                "image_url": i.url,
+                "wnid": i.wnid,
+                "name": i.name,
+                "offset": i.offset,
+                "size": i.size,
+            }  # fmt: skip
+            for i in index.images
+        ]
+        problems = index.problems
+    else:
+        known = {c.wnid for c in read_categories(data)}
+        result = read_det_split(data, split, known)
+        items = [
+            {
+                "image_id": a.image_id,
+                "image_url": a.image_url,
+                "width": a.width,
+                "height": a.height,
+                "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
+            }  # fmt: skip
+            for a in result.annotations
+        ]
+        problems = result.problems
+    return sorted(items, key=lambda it: it["image_id"]), problems
+
+
+def _params(split: str, cfg: ExtractConfig, windows: bool, items: list[dict]) -> dict:
+    digest = hashlib.sha1("\n".join(it["image_id"] for it in items).encode()).hexdigest()
+    return {"version": EXTRACT_VERSION, "split": split, "windows": windows,
+            "config": to_dict(cfg), "images": len(items), "images_sha1": digest}  # fmt: skip
+
+
+def _check_params(sdir: str, params: dict, overwrite: bool) -> None:
+    """Refuse to mix results of other settings or inputs into ``sdir``; record ``params``."""
+    url = storage.join(sdir, "params.json")
+    if storage.exists(url) and not overwrite:
+        old = json.loads(storage.read_text(url))
+        if old != json.loads(json.dumps(params)):
+            changed = sorted(k for k in params if old.get(k) != json.loads(json.dumps(params[k])))
+            raise StaleWorkDir(
+                f"{sdir} was extracted with other settings or inputs ({', '.join(changed)} "
+                "differ); use another --work directory or --overwrite"
+            )
+        return
+    if overwrite:
+        fs, path = storage.get_fs(sdir)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    storage.write_text(url, json.dumps(params, indent=1))
+
+
+def _run_shard(batch: dict, split: str, sdir: str, cfg: ExtractConfig, windows: bool,
+               params: dict) -> dict:  # fmt: skip
+    rows: list[dict] = []
+    for shard, items in zip(batch["shard"], batch["items"], strict=True):
+        rows += extract.process_shard(
+            int(shard), json.loads(items), split, sdir, cfg, windows, params
+        )
+    return {name: [r[name] for r in rows] for name in MANIFEST_SCHEMA.names}
+
+
+def _fan_out(todo: dict[int, list[dict]], split, sdir, cfg, windows, params, workers) -> int:
+    import ray.data
+
+    ds = ray.data.from_items(
+        [{"shard": s, "items": json.dumps(items)} for s, items in todo.items()],
+        override_num_blocks=len(todo),
+    )
+    ds = ds.map_batches(
+        _run_shard,
+        batch_size=1,
+        compute=ray.data.TaskPoolStrategy(size=workers),
+        fn_kwargs={"split": split, "sdir": sdir, "cfg": cfg, "windows": windows, "params": params},
+        num_cpus=1,
+        **remote_args(),
+    )
+    return sum(1 for _ in ds.iter_rows())
+
+
+def _problem_rows(split: str, problems: list[Problem]) -> list[dict]:
+    return [
+        {
+            "image_id": posixpath.splitext(posixpath.basename(p.url))[0],
+            "image_url": p.url,
+            "split": split,
+            "shard": -1,
+            "status": "quarantined",
+            "reason": f"{p.kind}: {p.message}",
+            "note": "",
+            "proposals": 0,
+            "windows": 0,
+            "node": "",
+            "seconds": 0.0,
+        }  # fmt: skip
+        for p in problems
+    ]
+
+
+def run_extract(
+    data: str,
+    work: str,
+    split: str,
+    cfg: ExtractConfig,
+    windows: bool | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Extract one split; returns the summary (also written to ``summary.json``)."""
+    t0 = time.time()
+    windows = split in TRAINING_SPLITS if windows is None else windows
+    items, problems = load_inputs(data, split)
+    sdir = split_dir(work, split)
+    params = _params(split, cfg, windows, items)
+    _check_params(sdir, params, overwrite)
+    shards = {i // cfg.shard_size: items[i : i + cfg.shard_size]
+              for i in range(0, len(items), cfg.shard_size)}  # fmt: skip
+    todo = {s: it for s, it in shards.items() if not storage.exists(extract.marker_url(sdir, s))}
+    processed = 0
+    if todo:
+        ensure_ray()
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = progress
+        processed = _fan_out(todo, split, sdir, cfg, windows, params, workers)
+    summary = _finish(sdir, split, shards, problems, len(items))
+    summary.update(
+        resumed_shards=len(shards) - len(todo),
+        processed_images=processed,
+        seconds=round(time.time() - t0, 2),
+        images_per_second=round(processed / max(time.time() - t0, 1e-9), 2),
+    )
+    storage.write_text(storage.join(sdir, "summary.json"), json.dumps(summary, indent=1))
+    storage.write_text(storage.join(sdir, "_SUCCESS"), "")
+    return summary
+
+
+def _finish(sdir: str, split: str, shards: dict, problems: list[Problem], n_items: int) -> dict:
+    """One manifest for the split; checks that every input image is accounted for once."""
+    tables = [storage.read_table(extract.part_url(sdir, "manifest", s)) for s in shards]
+    tables.append(pa.Table.from_pylist(_problem_rows(split, problems), schema=MANIFEST_SCHEMA))
+    manifest = pa.concat_tables([t.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+                                 for t in tables])  # fmt: skip
+    ids = manifest.column("image_id").to_pylist()
+    if manifest.num_rows != n_items + len(problems) or len(set(ids)) < n_items:
+        raise RuntimeError(f"{sdir}: manifest has {manifest.num_rows} rows for "
+                           f"{n_items} images + {len(problems)} problems")  # fmt: skip
+    storage.write_table(storage.join(sdir, "manifest.parquet"), manifest)
+    status = Counter(manifest.column("status").to_pylist())
+    per_class: Counter = Counter()
+    for s in shards:
+        per_class.update(json.loads(storage.read_text(extract.marker_url(sdir, s)))
+                         .get("windows_per_class", {}))  # fmt: skip
+    done = manifest.filter(pa.compute.equal(manifest.column("status"), "done"))
+    props = done.column("proposals").to_pylist()
+    reasons = Counter(r.split(":")[0] for r in manifest.column("reason").to_pylist() if r)
+    return {
+        "split": split,
+        "images": manifest.num_rows,
+        "done": status.get("done", 0),
+        "quarantined": status.get("quarantined", 0),
+        "quarantine_reasons": dict(reasons),
+        "proposals_per_image": round(sum(props) / max(len(props), 1), 1),
+        "windows": sum(per_class.values()),
+        "windows_per_class": dict(sorted(per_class.items())),
+        "shards": len(shards),
+    }
+
+
+def format_summary(s: dict) -> str:
+    per_class = dict(s["windows_per_class"])
+    bg = per_class.pop("__background__", 0)
+    reasons = f" {s['quarantine_reasons']}" if s["quarantine_reasons"] else ""
+    return (
+        f"extract {s['split']}: {s['done']} images done, {s['quarantined']} quarantined{reasons}, "
+        f"{s['proposals_per_image']} proposals/image, {s['windows']} windows ({bg} background, "
+        f"{len(per_class)} classes), {s['shards']} shards ({s['resumed_shards']} already done), "
+        f"{s['seconds']} s, {s['images_per_second']} images/s"
+    )

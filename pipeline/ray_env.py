@@ -1,0 +1,36 @@
+"""Starting or joining Ray, and what every Ray worker must inherit from the driver."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.storage import ENDPOINT_VARS
+
+# Forwarded to workers so that s3:// URLs resolve the same way there. Credentials are not:
+# workers get them from their own environment / instance role, never from our job specs.
+FORWARDED_VARS = ENDPOINT_VARS
+
+
+def worker_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in FORWARDED_VARS if os.environ.get(k)}
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address,
+        num_cpus=num_cpus if not (address or os.environ.get("RAY_ADDRESS")) else None,
+        include_dashboard=False,
+        runtime_env={"env_vars": worker_env()} if worker_env() else None,
+        log_to_driver=True,
+    )
+
+
+def remote_args() -> dict:
+    """Per-task options for Ray Data operators: the forwarded environment."""
+    env = worker_env()
+    return {"runtime_env": {"env_vars": env}} if env else {}
