@@ -115,7 +115,7 @@ def _fan_out(todo: dict[int, list[dict]], split, sdir, cfg, windows, params, wor
     ds = ds.map_batches(
         _run_shard,
         batch_size=1,
-        compute=ray.data.TaskPoolStrategy(size=workers),
+        compute=ray.data.TaskPoolStrategy(size=min(workers, len(todo)) if workers else None),
         fn_kwargs={"split": split, "sdir": sdir, "cfg": cfg, "windows": windows, "params": params},
         num_cpus=1,
         **remote_args(),
