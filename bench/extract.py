@@ -53,8 +53,13 @@ def serial_loop(root: str) -> tuple[int, float, float]:
         image, _ = decode_rgb(storage.read_bytes(a.image_url), CFG.max_pixels, 1, CFG.pixel_mean)
         boxes = selective_search(image, CFG.resize_width, CFG.max_proposals, CFG.min_box)
         t1 = time.perf_counter()
-        warp_windows(image, boxes[: CFG.bg_per_image + 20], CFG.window_size,
-                     context_padding(CFG.window_size), CFG.pixel_mean)  # fmt: skip
+        warp_windows(
+            image,
+            boxes[: CFG.bg_per_image + 20],
+            CFG.window_size,
+            context_padding(CFG.window_size),
+            CFG.pixel_mean,
+        )
         warp_s += time.perf_counter() - t1
     return len(anns), time.perf_counter() - t0, warp_s
 
@@ -101,10 +106,17 @@ def affine_warp(image, boxes, size, pad, mean):
         cx, cy = (x1 + x2 + 1) / 2, (y1 + y2 + 1) / 2
         hw, hh = (x2 - x1 + 1) / 2 * scale, (y2 - y1 + 1) / 2 * scale
         sx, sy = size / (2 * hw), size / (2 * hh)
-        m = np.array([[sx, 0, -(cx - hw) * sx - 0.5 + 0.5 * sx],
-                      [0, sy, -(cy - hh) * sy - 0.5 + 0.5 * sy]])  # fmt: skip
-        out[i] = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=border)  # fmt: skip
+        m = np.array(
+            [[sx, 0, -(cx - hw) * sx - 0.5 + 0.5 * sx], [0, sy, -(cy - hh) * sy - 0.5 + 0.5 * sy]]
+        )
+        out[i] = cv2.warpAffine(
+            image,
+            m,
+            (size, size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=border,
+        )
     return out
 
 
@@ -113,30 +125,43 @@ def warp_bench() -> list[dict]:
     rng = np.random.default_rng(0)
     image = cv2.GaussianBlur((rng.random((375, 500, 3)) * 255).astype(np.uint8), (0, 0), 2)
     x1, y1 = rng.uniform(0, 450, 2000), rng.uniform(0, 330, 2000)
-    boxes = np.stack([x1, y1, np.minimum(x1 + rng.uniform(10, 300, 2000), 499),
-                      np.minimum(y1 + rng.uniform(10, 250, 2000), 374)], 1).round()  # fmt: skip
+    boxes = np.stack(
+        [
+            x1,
+            y1,
+            np.minimum(x1 + rng.uniform(10, 300, 2000), 499),
+            np.minimum(y1 + rng.uniform(10, 250, 2000), 374),
+        ],
+        1,
+    ).round()
     rows = []
     mean = np.array(CFG.pixel_mean)
     for size in (227, 32):
         pad = context_padding(size)
         res = {}
-        for name, fn in (("ours", warp_windows), ("plain", plain_rcnn_warp),
-                         ("affine", affine_warp)):  # fmt: skip
+        for name, fn in (
+            ("ours", warp_windows),
+            ("plain", plain_rcnn_warp),
+            ("affine", affine_warp),
+        ):
             fn(image, boxes[:50], size, pad, mean)
             t0 = time.perf_counter()
             res[name] = (fn(image, boxes, size, pad, mean), time.perf_counter() - t0)
         ours, plain = res["ours"][0].astype(int), res["plain"][0].astype(int)
-        rows.append({
-            "size": size,
-            "ours_windows_per_s": round(len(boxes) / res["ours"][1]),
-            "plain_windows_per_s": round(len(boxes) / res["plain"][1]),
-            "affine_windows_per_s": round(len(boxes) / res["affine"][1]),
-            "ours_vs_plain": round(res["plain"][1] / res["ours"][1], 2),
-            "ours_vs_affine": round(res["affine"][1] / res["ours"][1], 2),
-            "max_grey_diff_vs_plain": int(np.abs(ours - plain).max()),
-            "max_grey_diff_vs_affine_interior": int(
-                np.abs(ours - res["affine"][0].astype(int))[:, 4:-4, 4:-4].max()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "size": size,
+                "ours_windows_per_s": round(len(boxes) / res["ours"][1]),
+                "plain_windows_per_s": round(len(boxes) / res["plain"][1]),
+                "affine_windows_per_s": round(len(boxes) / res["affine"][1]),
+                "ours_vs_plain": round(res["plain"][1] / res["ours"][1], 2),
+                "ours_vs_affine": round(res["affine"][1] / res["ours"][1], 2),
+                "max_grey_diff_vs_plain": int(np.abs(ours - plain).max()),
+                "max_grey_diff_vs_affine_interior": int(
+                    np.abs(ours - res["affine"][0].astype(int))[:, 4:-4, 4:-4].max()
+                ),
+            }
+        )
     return rows
 
 
@@ -151,8 +176,10 @@ def recall(root: str) -> dict:
         n_gt += len(gt)
         if len(gt):
             hits += int((iou_matrix(gt, props).max(1) >= 0.5).sum())
-    return {"recall_at_0.5": round(hits / max(n_gt, 1), 3),
-            "proposals_per_image": round(n_props / len(anns), 1)}  # fmt: skip
+    return {
+        "recall_at_0.5": round(hits / max(n_gt, 1), 3),
+        "proposals_per_image": round(n_props / len(anns), 1),
+    }
 
 
 def tree_uss_mb(pid: int) -> float:

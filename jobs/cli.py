@@ -13,6 +13,8 @@ STAGES = {
     "toyworld": "jobs.toyworld",
     "check-data": "jobs.check_data",
     "extract": "jobs.extract",
+    "train-cls": "jobs.train_cls",
+    "train-det": "jobs.train_det",
 }
 
 

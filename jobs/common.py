@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +21,27 @@ def apply_common(args: argparse.Namespace) -> None:
     if getattr(args, "s3_endpoint", None):
         # An environment variable reaches Ray workers too (runtime_env inherits it).
         os.environ["LSDA_S3_ENDPOINT"] = args.s3_endpoint
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = ()) -> None:
+    """One ``--field-name`` option per dataclass field; unset options keep the YAML/default."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction)
+        elif isinstance(f.default, int | float | str):
+            parser.add_argument(flag, dest=f.name, type=type(f.default), metavar=f.name.upper())
+
+
+def config_from_args(args: argparse.Namespace, section: str, cls: type):
+    """``cls`` from the ``--config`` file's ``section``, with the command line on top."""
+    from schemas.config import load_section
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return load_section(getattr(args, "config", None), section, cls, **overrides)
 
 
 def stage_main(

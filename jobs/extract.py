@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.common import add_config_arguments, config_from_args
 from pipeline.extract_stage import format_summary, run_extract
-from schemas.config import ExtractConfig, load_section
+from schemas.config import ExtractConfig
 
 DESCRIPTION = "extract proposals, warped training windows or classification shards (Ray Data)"
 
@@ -16,27 +17,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", required=True, help="work dir URL (outputs under WORK/extract/)")
     p.add_argument("--split", required=True, choices=("det-train", "val", "val1", "val2", "cls"))
     p.add_argument("--config", help="YAML config; its [extract] section sets the defaults")
-    p.add_argument("--windows", action=argparse.BooleanOptionalAction, default=None,
-                   help="write labelled windows (default: for det-train and val1)")  # fmt: skip
+    p.add_argument(
+        "--windows",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write labelled windows (default: for det-train and val1)",
+    )
     p.add_argument("--workers", type=int, help="concurrent shard tasks (default: all CPUs)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results of the split")
     p.add_argument("--no-progress", action="store_true")
-    for name in ("resize_width", "max_proposals", "min_box", "window_size", "bg_per_image",
-                 "cls_size", "shard_size", "max_pixels", "seed"):  # fmt: skip
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
-    p.add_argument("--ss-mode", choices=("fast", "quality"))
-    p.add_argument("--window-encoding", choices=("raw", "jpeg"))
+    add_config_arguments(p, ExtractConfig, skip=("pixel_mean",))
 
 
 def run(args: argparse.Namespace) -> int:
-    names = [f for f in ExtractConfig.__dataclass_fields__ if hasattr(args, f)]
-    cfg = load_section(
-        args.config, "extract", ExtractConfig, **{f: getattr(args, f) for f in names}
-    )
+    cfg = config_from_args(args, "extract", ExtractConfig)
     summary = run_extract(
-        args.data, args.work, args.split, cfg, args.windows, args.workers, args.overwrite,
+        args.data,
+        args.work,
+        args.split,
+        cfg,
+        args.windows,
+        args.workers,
+        args.overwrite,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     print(format_summary(summary))
     print(json.dumps(summary))
     return 0

@@ -72,8 +72,10 @@ def _node() -> str:
 def _encode_windows(pixels: np.ndarray, encoding: str) -> list[bytes]:
     if encoding == "raw":
         return [p.tobytes() for p in pixels]
-    return [cv2.imencode(".jpg", p[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-            for p in pixels]  # fmt: skip
+    return [
+        cv2.imencode(".jpg", p[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        for p in pixels
+    ]
 
 
 def sample_windows(item: dict, proposals: np.ndarray, cfg: ExtractConfig) -> dict:
@@ -179,9 +181,18 @@ def process_shard(
     node = _node()
     for item in items:
         t0 = time.perf_counter()
-        row = {"image_id": item["image_id"], "image_url": item["image_url"], "split": split,
-               "shard": shard, "status": "done", "reason": "", "note": "", "proposals": 0,
-               "windows": 0, "node": node}  # fmt: skip
+        row = {
+            "image_id": item["image_id"],
+            "image_url": item["image_url"],
+            "split": split,
+            "shard": shard,
+            "status": "done",
+            "reason": "",
+            "note": "",
+            "proposals": 0,
+            "windows": 0,
+            "node": node,
+        }
         try:
             if split == "cls":
                 n_props, n_win, note = process_cls_image(item, cfg, out)
@@ -219,6 +230,10 @@ def write_shard(
             _write_table(part_url(split_dir, "windows", shard), out.windows, WINDOW_SCHEMA, params)
     _write_table(part_url(split_dir, "manifest", shard), out.manifest, MANIFEST_SCHEMA, params)
     done = Counter(r["status"] for r in out.manifest)
-    marker = {"shard": shard, "images": len(out.manifest), **done,
-              "windows_per_class": dict(out.windows_per_class)}  # fmt: skip
+    marker = {
+        "shard": shard,
+        "images": len(out.manifest),
+        **done,
+        "windows_per_class": dict(out.windows_per_class),
+    }
     storage.write_text(marker_url(split_dir, shard), json.dumps(marker))

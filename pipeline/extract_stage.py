@@ -49,7 +49,7 @@ def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
                 "name": i.name,
                 "offset": i.offset,
                 "size": i.size,
-            }  # fmt: skip
+            }
             for i in index.images
         ]
         problems = index.problems
@@ -63,7 +63,7 @@ def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
                 "width": a.width,
                 "height": a.height,
                 "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
-            }  # fmt: skip
+            }
             for a in result.annotations
         ]
         problems = result.problems
@@ -72,8 +72,14 @@ def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
 
 def _params(split: str, cfg: ExtractConfig, windows: bool, items: list[dict]) -> dict:
     digest = hashlib.sha1("\n".join(it["image_id"] for it in items).encode()).hexdigest()
-    return {"version": EXTRACT_VERSION, "split": split, "windows": windows,
-            "config": to_dict(cfg), "images": len(items), "images_sha1": digest}  # fmt: skip
+    return {
+        "version": EXTRACT_VERSION,
+        "split": split,
+        "windows": windows,
+        "config": to_dict(cfg),
+        "images": len(items),
+        "images_sha1": digest,
+    }
 
 
 def _check_params(sdir: str, params: dict, overwrite: bool) -> None:
@@ -95,8 +101,9 @@ def _check_params(sdir: str, params: dict, overwrite: bool) -> None:
     storage.write_text(url, json.dumps(params, indent=1))
 
 
-def _run_shard(batch: dict, split: str, sdir: str, cfg: ExtractConfig, windows: bool,
-               params: dict) -> dict:  # fmt: skip
+def _run_shard(
+    batch: dict, split: str, sdir: str, cfg: ExtractConfig, windows: bool, params: dict
+) -> dict:
     rows: list[dict] = []
     for shard, items in zip(batch["shard"], batch["items"], strict=True):
         rows += extract.process_shard(
@@ -137,7 +144,7 @@ def _problem_rows(split: str, problems: list[Problem]) -> list[dict]:
             "windows": 0,
             "node": "",
             "seconds": 0.0,
-        }  # fmt: skip
+        }
         for p in problems
     ]
 
@@ -159,8 +166,10 @@ def run_extract(
     sdir = split_dir(work, split)
     params = _params(split, cfg, windows, items)
     _check_params(sdir, params, overwrite)
-    shards = {i // cfg.shard_size: items[i : i + cfg.shard_size]
-              for i in range(0, len(items), cfg.shard_size)}  # fmt: skip
+    shards = {
+        i // cfg.shard_size: items[i : i + cfg.shard_size]
+        for i in range(0, len(items), cfg.shard_size)
+    }
     todo = {s: it for s, it in shards.items() if not storage.exists(extract.marker_url(sdir, s))}
     processed = 0
     if todo:
@@ -185,18 +194,22 @@ def _finish(sdir: str, split: str, shards: dict, problems: list[Problem], n_item
     """One manifest for the split; checks that every input image is accounted for once."""
     tables = [storage.read_table(extract.part_url(sdir, "manifest", s)) for s in shards]
     tables.append(pa.Table.from_pylist(_problem_rows(split, problems), schema=MANIFEST_SCHEMA))
-    manifest = pa.concat_tables([t.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
-                                 for t in tables])  # fmt: skip
+    manifest = pa.concat_tables(
+        [t.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA) for t in tables]
+    )
     ids = manifest.column("image_id").to_pylist()
     if manifest.num_rows != n_items + len(problems) or len(set(ids)) < n_items:
-        raise RuntimeError(f"{sdir}: manifest has {manifest.num_rows} rows for "
-                           f"{n_items} images + {len(problems)} problems")  # fmt: skip
+        raise RuntimeError(
+            f"{sdir}: manifest has {manifest.num_rows} rows for "
+            f"{n_items} images + {len(problems)} problems"
+        )
     storage.write_table(storage.join(sdir, "manifest.parquet"), manifest)
     status = Counter(manifest.column("status").to_pylist())
     per_class: Counter = Counter()
     for s in shards:
-        per_class.update(json.loads(storage.read_text(extract.marker_url(sdir, s)))
-                         .get("windows_per_class", {}))  # fmt: skip
+        per_class.update(
+            json.loads(storage.read_text(extract.marker_url(sdir, s))).get("windows_per_class", {})
+        )
     done = manifest.filter(pa.compute.equal(manifest.column("status"), "done"))
     props = done.column("proposals").to_pylist()
     reasons = Counter(r.split(":")[0] for r in manifest.column("reason").to_pylist() if r)

@@ -112,3 +112,42 @@ def load_section(path: str | None, section: str, cls: type, **overrides: Any) ->
         if isinstance(values.get(f.name), list):
             values[f.name] = tuple(values[f.name])
     return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Classification (``[train_cls]``) and detection (``[train_det]``) fine-tuning.
+
+    Defaults are the paper's (SGD, lr 0.001 / 10 every 20k iterations, momentum 0.9, weight
+    decay 5e-4, minibatch 32 foreground + 96 background); ``configs/toyworld.yaml`` sets the
+    small-CNN recipe that trains on 2 CPU cores.
+    """
+
+    model: str = "alexnet"
+    init_weights: str = ""  # URL of an ImageNet state dict (train-cls only)
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.001
+    lr_step: int = 20_000  # iterations between lr / 10
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 8  # train-cls
+    batch_size: int = 128  # train-cls
+    holdout_every: int = 10  # 1 image in N (by hash of its name) is held out for accuracy
+    iterations: int = 20_000  # train-det
+    fg_per_batch: int = 32
+    bg_per_batch: int = 96
+    train_layers: str = "all+fcB"  # see pipeline/layers.py: bg, fc6, fc7, fcB, conv, all
+    oracle: bool = False  # train-det on windows of every category (the upper bound)
+    set_b: str = "first-half"  # categories with boxes: first-half (paper) | all
+    checkpoint_every: int = 250  # train-det iterations between checkpoints
+    workers: int = 2
+    gpus: bool = False
+    max_failures: int = 1
+    seed: int = 0
+    inject_failure_at: int = -1  # tests: fail once after this checkpoint (epoch or iteration)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError("optimizer must be sgd or adam")
+        if self.set_b not in ("first-half", "all"):
+            raise ValueError("set_b must be first-half or all")

@@ -53,13 +53,15 @@ class World:
 
     @classmethod
     def build(cls, config: ToyWorldConfig) -> World:
-        return cls(config, build_vocabulary(config.seed, config.det_categories,
-                                            config.leaf_categories))  # fmt: skip
+        return cls(
+            config, build_vocabulary(config.seed, config.det_categories, config.leaf_categories)
+        )
 
     def det_split(self) -> tuple[list[int], list[int]]:
         """Indices (into vocab) of set B (first half by name, with boxes) and set A."""
-        by_name = sorted((i for i, c in enumerate(self.vocab) if c.detection),
-                         key=lambda i: self.vocab[i].name)  # fmt: skip
+        by_name = sorted(
+            (i for i, c in enumerate(self.vocab) if c.detection), key=lambda i: self.vocab[i].name
+        )
         half = len(by_name) // 2
         return by_name[:half], by_name[half:]
 
@@ -108,8 +110,7 @@ def scene_task(world: World, split: str, start: int, stop: int) -> Files:
             image, objects = detection_scene(looks, [primary, *others], det, rng, w, h)
             if any(o.category == primary for o in objects):
                 break
-        boxes = [Box(world.vocab[o.category].wnid, o.xmin, o.ymin, o.xmax, o.ymax)
-                 for o in objects]  # fmt: skip
+        boxes = [Box(world.vocab[o.category].wnid, o.xmin, o.ymin, o.xmax, o.ymax) for o in objects]
         files += _scene_files(world, split, i, primary, image, boxes)
     return files
 

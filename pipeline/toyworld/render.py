@@ -81,13 +81,13 @@ SHAPE_POLYGONS: tuple[tuple[np.ndarray, np.ndarray | None], ...] = (
             -0.33,
         ),
         None,
-    ),  # fmt: skip
+    ),
     (_poly(-1, -0.3, 0.2, -0.3, 0.2, -0.85, 1, 0, 0.2, 0.85, 0.2, 0.3, -1, 0.3), None),
     (_poly(-1, -1, -0.3, -1, -0.3, 0.35, 1, 0.35, 1, 1, -1, 1), None),
     (
         _poly(-1, -1, 1, -1, 1, -0.35, 0.33, -0.35, 0.33, 1, -0.33, 1, -0.33, -0.35, -1, -0.35),
         None,
-    ),  # fmt: skip
+    ),
     (_heart(), None),
     (_circle(), _circle(r=0.55)),
     (_circle(), _circle(r=0.85, cx=0.45)),
@@ -102,8 +102,9 @@ def _fill(mask: np.ndarray, pts: np.ndarray, value: int) -> None:
     cv2.fillPoly(mask, [np.round(pts * (1 << _SHIFT)).astype(np.int32)], value, cv2.LINE_AA, _SHIFT)
 
 
-def shape_mask(shape: int, h: int, w: int, cx: float, cy: float, sx: float, sy: float,
-               angle: float) -> np.ndarray:  # fmt: skip
+def shape_mask(
+    shape: int, h: int, w: int, cx: float, cy: float, sx: float, sy: float, angle: float
+) -> np.ndarray:
     """Coverage in [0, 1] of a shape with half-sizes (sx, sy), rotated by ``angle`` radians."""
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     mask = np.zeros((h, w), np.uint8)
@@ -114,8 +115,9 @@ def shape_mask(shape: int, h: int, w: int, cx: float, cy: float, sx: float, sy: 
     return mask.astype(np.float32) / 255.0
 
 
-def pattern_field(pattern: int, h: int, w: int, cx: float, cy: float, period: float,
-                  angle: float, phase: float) -> np.ndarray:  # fmt: skip
+def pattern_field(
+    pattern: int, h: int, w: int, cx: float, cy: float, period: float, angle: float, phase: float
+) -> np.ndarray:
     """1 where the pattern's second colour shows, in the object's own (rotated) frame."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     c, s = math.cos(angle), math.sin(angle)

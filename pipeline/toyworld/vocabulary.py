@@ -16,15 +16,47 @@ import numpy as np
 from schemas.records import Category, Hierarchy
 
 SHAPES = (
-    "circle", "square", "triangle", "diamond", "hexagon", "star", "plus",
-    "arrow", "ell", "tee", "heart", "ring", "crescent",
-)  # fmt: skip
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "hexagon",
+    "star",
+    "plus",
+    "arrow",
+    "ell",
+    "tee",
+    "heart",
+    "ring",
+    "crescent",
+)
 PATTERNS = ("solid", "striped", "slanted", "checkered", "dotted")
 HUE_NAMES = (
-    "red", "vermilion", "orange", "amber", "yellow", "lime", "chartreuse", "green",
-    "emerald", "jade", "teal", "cyan", "azure", "sky", "blue", "cobalt",
-    "indigo", "violet", "purple", "magenta", "fuchsia", "pink", "rose", "crimson",
-)  # fmt: skip
+    "red",
+    "vermilion",
+    "orange",
+    "amber",
+    "yellow",
+    "lime",
+    "chartreuse",
+    "green",
+    "emerald",
+    "jade",
+    "teal",
+    "cyan",
+    "azure",
+    "sky",
+    "blue",
+    "cobalt",
+    "indigo",
+    "violet",
+    "purple",
+    "magenta",
+    "fuchsia",
+    "pink",
+    "rose",
+    "crimson",
+)
 ACCENTS = ("dark", "light", "black", "white")
 SCALES = ("coarse", "fine")
 DET_HUES = (0, 4, 8, 12, 16, 20)  # 60 degrees apart

@@ -29,9 +29,22 @@ def test_check_data_clean_and_broken(tiny_world, tmp_path, capsys):
 def test_stage_runs_as_a_module(tmp_path):
     """The form a Ray job submission uses: python -m jobs.<stage>."""
     out = tmp_path / "w"
-    cmd = [sys.executable, "-m", "jobs.toyworld", "--out", str(out), "--size", "test",
-           "--det-categories", "4", "--leaf-categories", "0", "--workers", "1",
-           "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.toyworld",
+        "--out",
+        str(out),
+        "--size",
+        "test",
+        "--det-categories",
+        "4",
+        "--leaf-categories",
+        "0",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert '"detection_categories": 4' in done.stdout

@@ -106,8 +106,12 @@ def dirty_world(tiny_world, tmp_path):
 def test_bad_inputs_are_quarantined_and_counted(dirty_world, tmp_path, ray_local):
     cfg = load_section(None, "extract", ExtractConfig, **{**CFG.__dict__, "max_pixels": 300_000})
     summary = run_extract(str(dirty_world), str(tmp_path / "w"), "val", cfg, progress=False)
-    rows = {r["image_id"]: r for r in pq.read_table(
-        f"{split_dir(str(tmp_path / 'w'), 'val')}/manifest.parquet").to_pylist()}  # fmt: skip
+    rows = {
+        r["image_id"]: r
+        for r in pq.read_table(
+            f"{split_dir(str(tmp_path / 'w'), 'val')}/manifest.parquet"
+        ).to_pylist()
+    }
     assert summary["images"] == len(rows) == 16 + 9
     reasons = {k: r["reason"].split(":")[0] for k, r in rows.items() if r["status"] != "done"}
     assert reasons == {
@@ -144,8 +148,9 @@ def test_resume_redoes_only_unfinished_shards(tiny_world, tmp_path, ray_local):
 def test_one_unreadable_object_is_quarantined(tiny_world, tmp_path, monkeypatch):
     """Outside Ray: an object-store error on one image does not lose the shard."""
     sdir = str(tmp_path / "s")
-    items = [{"image_id": "a", "image_url": "s3://gone/a.JPEG", "width": 1, "height": 1,
-              "boxes": []}]  # fmt: skip
+    items = [
+        {"image_id": "a", "image_url": "s3://gone/a.JPEG", "width": 1, "height": 1, "boxes": []}
+    ]
 
     def unreadable(url):
         raise PermissionError(f"AccessDenied reading {url}")
@@ -161,9 +166,24 @@ def test_one_unreadable_object_is_quarantined(tiny_world, tmp_path, monkeypatch)
 def test_interrupted_job_resumes_without_duplicates(tiny_world, tmp_path):
     """Ctrl-C a real `python -m jobs.extract` midway, then run it again."""
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "jobs.extract", "--data", tiny_world, "--work", str(work),
-           "--split", "val", "--config", "configs/toyworld.yaml", "--shard-size", "1",
-           "--workers", "1", "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.extract",
+        "--data",
+        tiny_world,
+        "--work",
+        str(work),
+        "--split",
+        "val",
+        "--config",
+        "configs/toyworld.yaml",
+        "--shard-size",
+        "1",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     markers = work / "extract/val/_done"
@@ -187,8 +207,7 @@ def test_extract_from_and_to_s3(tiny_world, s3_bucket, ray_local):
     from schemas.config import toyworld_config
 
     data, work = f"{s3_bucket}/data", f"{s3_bucket}/work"
-    generate(data, toyworld_config("test", seed=3, det_categories=4, val1_scenes=4),
-             progress=False)  # fmt: skip
+    generate(data, toyworld_config("test", seed=3, det_categories=4, val1_scenes=4), progress=False)
     summary = run_extract(data, work, "val1", CFG, progress=False)
     assert summary["done"] == 4 and summary["quarantined"] == 0
     manifest = storage.read_table(f"{work}/extract/val1/manifest.parquet")

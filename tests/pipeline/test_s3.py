@@ -12,8 +12,10 @@ from schemas.config import toyworld_config
 
 
 def _strip(records, root):
-    return [replace(r, image_url=r.image_url[len(root) :],
-                    annotation_url=r.annotation_url[len(root) :]) for r in records]  # fmt: skip
+    return [
+        replace(r, image_url=r.image_url[len(root) :], annotation_url=r.annotation_url[len(root) :])
+        for r in records
+    ]
 
 
 def test_generator_and_readers_round_trip_on_s3(tiny_world, s3_bucket):

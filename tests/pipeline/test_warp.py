@@ -51,6 +51,7 @@ def test_rewarp_is_deterministic():
     image = (np.random.default_rng(1).random((80, 90, 3)) * 255).astype(np.uint8)
     boxes = np.array([[0, 0, 89, 79], [3.0, 5.0, 20.0, 60.0], [70, 70, 89, 79]], np.float32)
     a = warp_windows(image, boxes, 32, context_padding(32), MEAN)
-    b = np.stack([warp_windows(image, boxes[i : i + 1], 32, context_padding(32), MEAN)[0]
-                  for i in range(3)])  # fmt: skip
+    b = np.stack(
+        [warp_windows(image, boxes[i : i + 1], 32, context_padding(32), MEAN)[0] for i in range(3)]
+    )
     np.testing.assert_array_equal(a, b)

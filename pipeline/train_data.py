@@ -1,0 +1,142 @@
+"""Training inputs streamed by Ray Data from the extraction shards into tensors.
+
+Classification images come from ``WORK/extract/cls/cls/``, windows from
+``WORK/extract/<split>/windows/``. 1 image in ``holdout_every`` (by a hash of its name) is held
+out to measure accuracy. Augmentation (random crop, mirror) happens on the worker, in torch.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline import storage
+from schemas.arrow import BACKGROUND
+
+PIXEL_SCALE = 64.0  # (x - mean) / 64 puts uint8 images in roughly [-2, 2]
+
+
+def part_files(work: str, split: str, output: str) -> list[str]:
+    return storage.find(storage.join(work, "extract", split, output), (".parquet",))
+
+
+def read_parquet(urls: list[str], columns: list[str]):
+    """A Ray dataset over Parquet files at any fsspec URL."""
+    import pyarrow.fs
+    import ray.data
+
+    fs, _ = storage.get_fs(urls[0])
+    paths = [storage.get_fs(u)[1] for u in urls]
+    pa_fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+    return ray.data.read_parquet(paths, filesystem=pa_fs, columns=columns)
+
+
+def _held_out(key: str, every: int) -> bool:
+    return every > 0 and zlib.crc32(key.encode()) % every == 0
+
+
+def _decode(pixels, sizes, encodings=None) -> np.ndarray:
+    out = []
+    for i, data in enumerate(pixels):
+        s = int(sizes[i])
+        if encodings is not None and encodings[i] == "jpeg":
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        else:
+            img = np.frombuffer(data, np.uint8).reshape(s, s, 3)
+        out.append(img)
+    return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def cls_arrays(batch: dict, rows: dict[str, int], holdout_every: int, holdout: bool) -> dict:
+    keep = [i for i, n in enumerate(batch["name"]) if _held_out(str(n), holdout_every) == holdout]
+    return {
+        "image": _decode([batch["pixels"][i] for i in keep], [batch["size"][i] for i in keep]),
+        "label": np.array([rows[str(batch["wnid"][i])] for i in keep], np.int64),
+    }
+
+
+def window_arrays(
+    batch: dict, rows: dict[str, int], labels: set[str], holdout_every: int, holdout: bool
+) -> dict:
+    keep = [
+        i
+        for i, (lb, img) in enumerate(zip(batch["label"], batch["image_id"], strict=True))
+        if str(lb) in labels and _held_out(str(img), holdout_every) == holdout
+    ]
+    return {
+        "image": _decode(
+            [batch["pixels"][i] for i in keep],
+            [batch["size"][i] for i in keep],
+            [batch["encoding"][i] for i in keep],
+        ),
+        "label": np.array([rows[str(batch["label"][i])] for i in keep], np.int64),
+    }
+
+
+def cls_dataset(urls: list[str], rows: dict[str, int], holdout_every: int, holdout: bool):
+    ds = read_parquet(urls, ["wnid", "name", "size", "pixels"])
+    return ds.map_batches(
+        cls_arrays, fn_kwargs={"rows": rows, "holdout_every": holdout_every, "holdout": holdout}
+    )
+
+
+def window_dataset(
+    urls: list[str], rows: dict[str, int], labels: set[str], holdout_every: int, holdout: bool
+):
+    ds = read_parquet(urls, ["image_id", "label", "size", "encoding", "pixels"])
+    return ds.map_batches(
+        window_arrays,
+        fn_kwargs={
+            "rows": rows,
+            "labels": labels,
+            "holdout_every": holdout_every,
+            "holdout": holdout,
+        },
+    )
+
+
+def total_bytes(urls: list[str]) -> int:
+    fs, _ = storage.get_fs(urls[0])
+    return sum(fs.size(storage.get_fs(u)[1]) for u in urls)
+
+
+def cache_if_small(ds, stored_bytes: int, share: float = 0.2):
+    """Materialise a dataset in the object store when it fits in ``share`` of it.
+
+    Decoded pixels are about as large as the stored ones (raw windows compress little), so
+    small datasets (the built-in one) are read and decoded once instead of every pass; large
+    ones (ImageNet windows) keep streaming.
+    """
+    import ray
+
+    capacity = ray.cluster_resources().get("object_store_memory", 0)
+    return ds.materialize() if stored_bytes * 1.5 < share * capacity else ds
+
+
+def to_input(
+    images: torch.Tensor, size: int, mean, train: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, size, size): crop (random or centre), mirror."""
+    b, h, w, _ = images.shape
+    if h > size or w > size:
+        if train:
+            oy = torch.randint(0, h - size + 1, (b,), generator=generator)
+            ox = torch.randint(0, w - size + 1, (b,), generator=generator)
+            images = torch.stack(
+                [images[i, oy[i] : oy[i] + size, ox[i] : ox[i] + size] for i in range(b)]
+            )
+        else:
+            oy, ox = (h - size) // 2, (w - size) // 2
+            images = images[:, oy : oy + size, ox : ox + size]
+    x = images.permute(0, 3, 1, 2).float()
+    if train:
+        flip = torch.rand(b, generator=generator) < 0.5
+        x[flip] = x[flip].flip(3)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x - mean_t) / PIXEL_SCALE
+
+
+__all__ = ["BACKGROUND", "cls_dataset", "window_dataset", "to_input", "part_files"]
