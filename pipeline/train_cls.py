@@ -139,6 +139,8 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
     out = model_url(work, MODEL_NAME)
     if storage.exists(out) and not overwrite:
         return {"model": out, "skipped": True}
+    if overwrite:
+        trainer.discard_run(work, "cls")
     urls = part_files(work, "cls", "cls")
     if not urls:
         raise FileNotFoundError(

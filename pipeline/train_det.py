@@ -151,6 +151,8 @@ def run_train_det(
     out = model_url(work, f"det-{name}.pt")
     if storage.exists(out) and not overwrite:
         return {"model": out, "skipped": True}
+    if overwrite:
+        trainer.discard_run(work, f"det-{name}")
     cls_url = model_url(work, MODEL_NAME)
     _, categories, payload = load_model(cls_url)
     urls = [u for s in TRAINING_SPLITS for u in part_files(work, s, "windows")]

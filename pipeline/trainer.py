@@ -39,6 +39,13 @@ def run_config(work: str, name: str, max_failures: int):
     )
 
 
+def discard_run(work: str, name: str) -> None:
+    """Forget a run's checkpoints, so that the next fit starts over instead of resuming."""
+    fs, path = storage.get_fs(storage.join(work, "train", name))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def scaling_config(cfg: TrainConfig):
     """Workers leave at least one CPU free: Ray Data's read and decode tasks feed them from
     the same cluster, and with every CPU taken by trainers the input pipeline never runs."""

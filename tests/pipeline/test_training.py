@@ -1,0 +1,134 @@
+"""Both fine-tuning stages through a real local Ray instance with 2 CPU workers."""
+
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline import storage
+from pipeline.checkpoints import load_model, save_model
+from pipeline.extract_stage import run_extract
+from pipeline.models import CategoryMap
+from pipeline.toyworld.generate import generate
+from pipeline.train_cls import classification_categories, model_url, run_train_cls
+from pipeline.train_det import run_train_det, set_b
+from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
+
+EXTRACT = load_section("configs/toyworld.yaml", "extract", ExtractConfig, shard_size=16)
+CLS = load_section("configs/toyworld.yaml", "train_cls", TrainConfig, epochs=6, batch_size=32)
+DET = load_section(
+    "configs/toyworld.yaml", "train_det", TrainConfig, iterations=40, checkpoint_every=20, lr=3e-4
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ray_local):
+    """A 6-category world, extracted and with a trained classifier (shared by the module)."""
+    root = tmp_path_factory.mktemp("train")
+    data, work = str(root / "data"), str(root / "work")
+    cfg = toyworld_config(
+        "test",
+        det_categories=6,
+        leaf_categories=2,
+        cls_images=60,
+        det_train_scenes=24,
+        val1_scenes=24,
+        val2_scenes=4,
+        seed=5,
+    )
+    generate(data, cfg, progress=False)
+    for split in ("cls", "det-train", "val1"):
+        run_extract(data, work, split, EXTRACT, progress=False)
+    summary = run_train_cls(data, work, CLS)
+    return data, work, summary
+
+
+def test_classifier_learns(trained):
+    data, work, summary = trained
+    assert summary["categories"] == 8 and summary["epoch"] == 6
+    assert summary["holdout_accuracy"] > 0.4  # chance: 1/8
+    _, categories, payload = load_model(model_url(work, "cls.pt"))
+    from pipeline.categories import read_categories
+
+    assert categories.wnids[:6] == tuple(c.wnid for c in read_categories(data))
+    assert payload["kind"] == "cls" and payload["input_size"] == 32
+
+
+def test_detection_finetune_resumes_after_a_failure_and_leaves_fcA_alone(trained):
+    data, work, _ = trained
+    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "inject_failure_at": 20})
+    summary = run_train_det(data, work, cfg, name="faulty")
+    assert summary["iteration"] == 40 and summary["resumed_from"] == 20
+    cls_model, categories, _ = load_model(model_url(work, "cls.pt"))
+    det_model, _, payload = load_model(model_url(work, "det-faulty.pt"))
+    b_rows = categories.rows(set_b(data, cfg))
+    other = [r for r in range(categories.num_categories) if r not in b_rows]
+    w_cls, w_det = cls_model.output.weight, det_model.output.weight
+    assert torch.equal(w_cls[other], w_det[other])  # set A and leaves: bit for bit
+    assert torch.equal(cls_model.output.bias[other], det_model.output.bias[other])
+    assert not torch.equal(w_cls[b_rows], w_det[b_rows])
+    assert det_model.output.weight[categories.background_row].abs().sum() > 0
+    assert payload["set_b"] == set_b(data, cfg) and payload["kind"] == "det"
+
+
+def test_detection_finetune_raises_fg_bg_accuracy_and_a_rerun_resumes(trained):
+    data, work, _ = trained
+    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 20})
+    first = run_train_det(data, work, cfg, name="resumable")
+    assert first["fg_bg_accuracy"] > first["fg_bg_accuracy_before"]
+    assert run_train_det(data, work, cfg, name="resumable")["skipped"]
+    # as if the job had died before writing its model: the run's checkpoints remain
+    fs, path = storage.get_fs(model_url(work, "det-resumable.pt"))
+    fs.rm(path)
+    longer = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 40})
+    again = run_train_det(data, work, longer, name="resumable")
+    assert again["resumed_from"] == 20 and again["iteration"] == 40
+
+
+def test_bad_inputs_are_refused_before_training(trained, tmp_path):
+    data, work, _ = trained
+    with pytest.raises(ValueError, match="window shards are 32 px but alexnet takes 227"):
+        _, categories, _ = load_model(model_url(work, "cls.pt"))
+        other = str(tmp_path / "w")
+        fs, _ = storage.get_fs(work)
+        fs.cp(f"{work}/extract", f"{other}/extract", recursive=True)
+        from pipeline.models import get_model
+
+        save_model(
+            model_url(other, "cls.pt"),
+            get_model("alexnet", categories.num_categories),
+            "alexnet",
+            categories,
+            input_size=227,
+            pixel_mean=[0, 0, 0],
+        )
+        run_train_det(data, other, DET)
+    with pytest.raises(ValueError, match="category map lacks window labels"):
+        save_model(
+            model_url(other, "cls.pt"),
+            get_model("smallcnn", 2),
+            "smallcnn",
+            CategoryMap(("x", "y")),
+            input_size=32,
+            pixel_mean=[0, 0, 0],
+        )
+        run_train_det(data, other, DET)
+
+
+def test_a_category_without_images_is_refused(trained, tmp_path):
+    data, _, _ = trained
+    url = str(tmp_path / "part.parquet")
+    storage.write_table(url, pa.table({"wnid": ["n90000000"]}))
+    with pytest.raises(ValueError, match="no classification images for 5 detection categories"):
+        classification_categories(data, [url])
+
+
+def test_checkpoints_on_s3(trained, s3_bucket):
+    data, _, _ = trained
+    work = f"{s3_bucket}/work"
+    run_extract(data, work, "cls", EXTRACT, progress=False)
+    cfg = load_section(None, "x", TrainConfig, **{**CLS.__dict__, "epochs": 1})
+    summary = run_train_cls(data, work, cfg)
+    assert summary["model"] == f"{work}/models/cls.pt" and storage.exists(summary["model"])
+    assert storage.find(f"{work}/train/cls", (".pt",))  # Ray Train's checkpoint on S3
