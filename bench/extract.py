@@ -32,6 +32,7 @@ from pipeline.det_reader import read_det_split  # noqa: E402
 from pipeline.extract_stage import run_extract  # noqa: E402
 from pipeline.images import decode_rgb  # noqa: E402
 from pipeline.proposals import selective_search  # noqa: E402
+from pipeline.ray_env import start_local_ray  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
 from pipeline.warp import context_padding, warp_geometry, warp_windows  # noqa: E402
 from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
@@ -69,7 +70,7 @@ def ray_extract(root: str, work: str, workers: int, warmup: str | None = None):
     import ray
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=workers, log_to_driver=False)
     t_init = time.perf_counter() - t0
     fixed = 0.0
     if warmup:  # pays Ray Data's start and the workers' imports, as any first job does

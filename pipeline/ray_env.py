@@ -15,19 +15,30 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_VARS if os.environ.get(k)}
 
 
+def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """A local Ray instance bound to 127.0.0.1 only (tests, benchmarks, laptops)."""
+    import ray
+
+    env = worker_env()
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": env} if env else None,
+        log_to_driver=log_to_driver,
+    )
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local instance."""
     import ray
 
     if ray.is_initialized():
         return
-    ray.init(
-        address=address,
-        num_cpus=num_cpus if not (address or os.environ.get("RAY_ADDRESS")) else None,
-        include_dashboard=False,
-        runtime_env={"env_vars": worker_env()} if worker_env() else None,
-        log_to_driver=True,
-    )
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, runtime_env={"env_vars": worker_env()} if worker_env() else None)
+    else:
+        start_local_ray(num_cpus)
 
 
 def remote_args() -> dict:

@@ -188,6 +188,9 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
     state = trainer.final_state(result)
     model = get_model(cfg.model, categories.num_categories)
     model.load_state_dict(state["model"])
+    with torch.no_grad():  # the background row is untrained here: as a classifier, score = logit
+        model.output.weight[categories.background_row] = 0
+        model.output.bias[categories.background_row] = 0
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
     save_model(
         out,

@@ -119,14 +119,15 @@ def det_loop(config: dict) -> None:
         seen, loss_sum = seen + len(x), loss_sum + loss.item()
         step = it + 1
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
-            acc = _fg_bg_accuracy(model, holdout, cols, size, mean, device)
             world = ray.train.get_context().get_world_size()
+            rate = seen * world / (time.perf_counter() - t0)  # training only, not evaluation
+            acc = _fg_bg_accuracy(model, holdout, cols, size, mean, device)
             metrics = {
                 "iteration": step,
                 "loss": loss_sum / max(step - start, 1),
                 "fg_bg_accuracy": acc,
                 "resumed_from": start,
-                "windows_per_s": seen * world / (time.perf_counter() - t0),
+                "windows_per_s": rate,
             }
             if before is not None:
                 metrics["fg_bg_accuracy_before"] = before

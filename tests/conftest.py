@@ -72,7 +72,9 @@ def ray_local(s3_server):
     so that its workers inherit them; shut down by handle."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from pipeline.ray_env import start_local_ray
+
+    start_local_ray(num_cpus=2, log_to_driver=False)
     try:
         yield ray
     finally:

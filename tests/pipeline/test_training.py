@@ -1,6 +1,5 @@
 """Both fine-tuning stages through a real local Ray instance with 2 CPU workers."""
 
-
 import pyarrow as pa
 import pytest
 import torch

@@ -1,0 +1,87 @@
+"""Scoring windows with several detectors at once.
+
+Detectors that share layers 1-7 (the classifier and "background only"; a fine-tune and its
+adapted variants) differ only in the output layer, so each distinct trunk computes fc7
+features once and every head applies one matrix product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from pipeline.checkpoints import load_model
+from pipeline.models import CategoryMap, LSDANet
+from pipeline.postprocess import PostConfig, background_scores, detections
+from pipeline.warp import context_padding, warp_windows
+
+CHUNK = 512  # windows per forward pass
+
+
+def _trunk_key(model: LSDANet) -> str:
+    h = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        if not name.startswith("output."):
+            h.update(name.encode())
+            h.update(tensor.cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class MultiDetector:
+    """Detectors by name; ``score`` returns per-detector detections of one image."""
+
+    def __init__(
+        self,
+        urls: dict[str, str],
+        post: PostConfig,
+        rows: list[str] | None = None,
+        device: str = "cpu",
+    ):
+        self.device = torch.device(device)
+        self.post = post
+        self.trunks: dict[str, LSDANet] = {}
+        self.heads: dict[str, tuple[str, torch.nn.Linear]] = {}
+        self.categories: CategoryMap | None = None
+        for name, url in urls.items():
+            model, categories, payload = load_model(url)
+            if self.categories is None:
+                self.categories, self.input_size = categories, payload["input_size"]
+                self.mean = np.asarray(payload["pixel_mean"], np.float32)
+            elif categories != self.categories:
+                raise ValueError(f"{url}: category map differs from the other detectors'")
+            key = _trunk_key(model)
+            self.trunks.setdefault(key, model.eval().to(self.device))
+            self.heads[name] = (key, model.output.eval().to(self.device))
+        wanted = rows if rows is not None else list(self.categories.wnids)
+        self.score_rows = torch.tensor(self.categories.rows(wanted))
+        self.score_wnids = wanted
+
+    @torch.no_grad()
+    def logits(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
+        size = self.input_size
+        out: dict[str, list[torch.Tensor]] = {name: [] for name in self.heads}
+        for start in range(0, len(boxes), CHUNK):
+            pixels = warp_windows(
+                image, boxes[start : start + CHUNK], size, context_padding(size), self.mean
+            )
+            x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
+            x = ((x - torch.from_numpy(self.mean).view(1, 3, 1, 1)) / 64.0).to(self.device)
+            feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
+            for name, (key, head) in self.heads.items():
+                out[name].append(head(feats[key]).cpu())
+        return {
+            name: torch.cat(parts) if parts else torch.zeros(0, self.categories.num_categories + 1)
+            for name, parts in out.items()
+        }
+
+    def score(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, tuple]:
+        """name -> (boxes, scores, wnids) after background subtraction and NMS."""
+        result = {}
+        boxes_t = torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4))
+        for name, logits in self.logits(image, boxes).items():
+            scores = background_scores(logits, self.categories.background_row)[:, self.score_rows]
+            b, s, c = detections(boxes_t, scores, self.post)
+            result[name] = (b.numpy(), s.numpy(), [self.score_wnids[i] for i in c.tolist()])
+        return result
