@@ -15,6 +15,10 @@ STAGES = {
     "extract": "jobs.extract",
     "train-cls": "jobs.train_cls",
     "train-det": "jobs.train_det",
+    "adapt": "jobs.adapt",
+    "detect": "jobs.detect",
+    "evaluate": "jobs.evaluate",
+    "run": "jobs.run",
 }
 
 

@@ -21,7 +21,7 @@ from pipeline.categories import read_categories
 from pipeline.images import decode_rgb
 from pipeline.postprocess import PostConfig
 from pipeline.proposals import selective_search
-from pipeline.ray_env import ensure_ray, remote_args
+from pipeline.ray_env import cpus_per_consumer, ensure_ray, remote_args
 from pipeline.scoring import MultiDetector
 from pipeline.train_data import part_files, read_parquet
 from schemas.config import ExtractConfig
@@ -130,10 +130,12 @@ def run_detect(
     wnids = None if all_categories else [c.wnid for c in categories]
     ensure_ray()
     ds, n_images = _inputs(work, split, images)
+    n_actors = max(1, min(actors, n_images))
+    ds = ds.repartition(max(1, min(n_images // 4, 64 * n_actors)))  # work for every actor
     ds = ds.map_batches(
         DetectActor,
         batch_size=4,
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, n_images))),
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
         fn_constructor_kwargs={
             "urls": todo,
             "post": post,
@@ -141,10 +143,11 @@ def run_detect(
             "ids": ids,
             "proposals": proposals,
         },
-        num_cpus=1,
+        num_cpus=cpus_per_consumer(n_actors),
         **remote_args(),
     )
-    table = pa.Table.from_batches(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    parts = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
+    table = pa.concat_tables(parts) if parts else pa.table({"model": pa.array([], pa.string())})
     summary = {}
     for name in todo:
         mine = (

@@ -41,6 +41,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         start_local_ray(num_cpus)
 
 
+def cpus_per_consumer(consumers: int) -> float:
+    """CPUs for each of ``consumers`` long-lived actors or trainers, leaving one CPU free for
+    the Ray Data tasks (reads, decoding) that feed them: with every CPU held by consumers the
+    input pipeline is never scheduled and the job waits forever."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(0.25, min(1.0, (cpus - 1) / max(consumers, 1)))
+
+
 def remote_args() -> dict:
     """Per-task options for Ray Data operators: the forwarded environment."""
     env = worker_env()

@@ -14,6 +14,7 @@ import tempfile
 import torch
 
 from pipeline import storage
+from pipeline.ray_env import cpus_per_consumer
 from schemas.config import TrainConfig
 
 
@@ -47,13 +48,9 @@ def discard_run(work: str, name: str) -> None:
 
 
 def scaling_config(cfg: TrainConfig):
-    """Workers leave at least one CPU free: Ray Data's read and decode tasks feed them from
-    the same cluster, and with every CPU taken by trainers the input pipeline never runs."""
-    import ray
     from ray.train import ScalingConfig
 
-    cpus = ray.cluster_resources().get("CPU", 1)
-    per_worker = max(0.25, min(1.0, (cpus - 1) / max(cfg.workers, 1)))
+    per_worker = cpus_per_consumer(cfg.workers)
     return ScalingConfig(
         num_workers=cfg.workers, use_gpu=cfg.gpus, resources_per_worker={"CPU": per_worker}
     )

@@ -151,3 +151,17 @@ class TrainConfig:
             raise ValueError("optimizer must be sgd or adam")
         if self.set_b not in ("first-half", "all"):
             raise ValueError("set_b must be first-half or all")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """``lsda run``: which detectors make the ablation and how they are scored (``[run]``)."""
+
+    k: int = 5  # neighbours of the k-NN row
+    nms_iou: float = 0.3
+    pre_nms_top: int = 300
+    max_per_class: int = 10
+    eval_split: str = "val2"
+    actors: int = 2  # scoring actors
+    draw: int = 6  # example images in the report
+    bg_only_iterations: int = 0  # 0: as many as train_det.iterations

@@ -1,0 +1,74 @@
+"""Score a split's proposals (or any images) with detectors; Parquet + COCO JSON (+ drawn)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline import storage
+from pipeline.detect_stage import run_detect
+from pipeline.postprocess import PostConfig
+from pipeline.train_cls import model_url
+
+DESCRIPTION = "detect: score proposals with detectors (Ray Data actors), NMS, write detections"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset root URL (for the category list)")
+    p.add_argument("--work", required=True, help="work dir URL")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="NAME=URL, or a file name in WORK/models (repeatable)",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--split", help="score this split's extracted proposals")
+    src.add_argument("--images", help="glob of images; proposals are extracted on the fly")
+    p.add_argument("--nms-iou", type=float, default=0.3)
+    p.add_argument("--max-per-class", type=int, default=10)
+    p.add_argument("--all-categories", action="store_true", help="not only detection categories")
+    p.add_argument("--actors", type=int, default=2)
+    p.add_argument("--draw", type=int, default=0, help="draw detections on N images")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def _models(specs: list[str], work: str) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        name, _, url = spec.partition("=")
+        if not url:
+            url = model_url(work, spec if spec.endswith(".pt") else f"{spec}.pt")
+            name = spec.removesuffix(".pt")
+        out[name] = url
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    images = None
+    if args.images:
+        fs, pattern = storage.get_fs(args.images)
+        images = sorted(storage.to_url(args.images, p) for p in fs.glob(pattern))
+        if not images:
+            raise SystemExit(f"no image matches {args.images}")
+    post = PostConfig(nms_iou=args.nms_iou, max_per_class=args.max_per_class)
+    summary = run_detect(
+        args.data,
+        args.work,
+        _models(args.model, args.work),
+        args.split,
+        images,
+        post,
+        args.all_categories,
+        args.actors,
+        args.draw,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    from jobs.common import stage_main
+
+    raise SystemExit(stage_main(DESCRIPTION, add_arguments, run))

@@ -1,0 +1,40 @@
+"""ILSVRC devkit evaluation of a detector's detections, with the false-positive analysis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline.evaluate_stage import run_evaluate
+from pipeline.train_det import set_b
+from schemas.config import TrainConfig
+
+DESCRIPTION = "evaluate detections: mAP over trained / held-out / all, per category, errors"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset root URL (ground truth)")
+    p.add_argument("--work", required=True, help="work dir URL")
+    p.add_argument("--name", required=True, help="detector name, as in WORK/detect/NAME")
+    p.add_argument("--split", default="val2")
+    p.add_argument("--set-b", default="first-half", choices=("first-half", "all"))
+
+
+def run(args: argparse.Namespace) -> int:
+    b = set_b(args.data, TrainConfig(set_b=args.set_b))
+    doc = run_evaluate(args.data, args.work, args.name, args.split, b)
+    print(
+        json.dumps(
+            {
+                k: doc[k]
+                for k in ("detector", "split", "images", "map_trained", "map_heldout", "map_all")
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from jobs.common import stage_main
+
+    raise SystemExit(stage_main(DESCRIPTION, add_arguments, run))

@@ -1,0 +1,157 @@
+"""The ablation report: ``WORK/report/metrics.json``, ``index.html`` and its charts.
+
+The table of the paper's Table 1 rows (held-out, trained and all categories), the relative
+effectiveness of Figure 3b (each row's held-out mAP as a fraction of the oracle's), the
+false-positive types of Figure 5 for the classifier and k-NN rows, and example detections of
+held-out categories.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pipeline import storage  # noqa: E402
+from pipeline.categories import read_categories  # noqa: E402
+from pipeline.detect_stage import draw_detections, ds_urls, out_dir  # noqa: E402
+from pipeline.evaluate import ERROR_TYPES  # noqa: E402
+from schemas.config import PipelineConfig, to_dict  # noqa: E402
+from schemas.metrics import validate_report  # noqa: E402
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'row':<12} {'held-out':>9} {'trained':>9} {'all':>9}"]
+    lines += [
+        f"{r['name']:<12} {_pct(r['map_heldout']):>9} {_pct(r['map_trained']):>9} "
+        f"{_pct(r['map_all']):>9}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def _save_png(fig, url: str) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    storage.write_bytes(url, buf.getvalue())
+
+
+def relative_chart(rows: list[dict], url: str) -> None:
+    oracle = next((r["map_heldout"] for r in rows if r["name"] == "oracle"), None) or 0
+    names = [r["name"] for r in rows if r["name"] != "oracle"]
+    values = [
+        (r["map_heldout"] or 0) / oracle if oracle else 0 for r in rows if r["name"] != "oracle"
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(names, values, color="#4878a8")
+    ax.set_ylabel("held-out mAP / oracle")
+    ax.set_ylim(0, max(1.0, *values) * 1.05)
+    ax.set_title("Relative effectiveness (paper Fig. 3b)")
+    for i, v in enumerate(values):
+        ax.text(i, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
+    _save_png(fig, url)
+
+
+def error_chart(metrics: dict[str, dict], names: list[str], url: str) -> None:
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), sharey=True)
+    for ax, name in zip(axes if len(names) > 1 else [axes], names, strict=True):
+        errors = metrics[name]["errors_heldout"]
+        depths = [int(d) for d in errors]
+        ax.stackplot(
+            depths, *[[errors[str(d)][t] for d in depths] for t in ERROR_TYPES], labels=ERROR_TYPES
+        )
+        ax.set_xscale("log")
+        ax.set_title(f"{name}: top false positives, held-out")
+        ax.set_xlabel("number of false positives")
+    axes_first = axes[0] if len(names) > 1 else axes
+    axes_first.set_ylabel("share")
+    axes_first.legend(loc="lower left", fontsize=8)
+    _save_png(fig, url)
+
+
+def _examples(data: str, work: str, split: str, heldout: set[str], limit: int) -> list[str]:
+    table = storage.read_table(storage.join(out_dir(work, "knn-5", split), "detections.parquet"))
+    rows = [r for r in table.to_pylist() if r["wnid"] in heldout and r["score"] > 0]
+    if not rows:
+        return []
+    import pyarrow as pa
+
+    names = {c.wnid: c.name.split("_", 1)[-1].replace("_", " ") for c in read_categories(data)}
+    best = sorted(rows, key=lambda r: -r["score"])
+    chosen = list(dict.fromkeys(r["image_id"] for r in best))[:limit]
+    picked = pa.Table.from_pylist([r for r in rows if r["image_id"] in chosen], schema=table.schema)
+    return draw_detections(
+        work, "knn-5", split, picked, ds_urls(work, split, None), limit, names=names
+    )
+
+
+def _img(url: str) -> str:
+    data = base64.b64encode(storage.read_bytes(url)).decode()
+    kind = "png" if url.endswith(".png") else "jpeg"
+    return f'<img src="data:image/{kind};base64,{data}">'
+
+
+def write_report(
+    data: str, work: str, metrics: dict[str, dict], run_cfg: PipelineConfig, timings: dict
+) -> dict:
+    rows = [
+        {
+            "name": n,
+            "map_trained": m["map_trained"],
+            "map_heldout": m["map_heldout"],
+            "map_all": m["map_all"],
+        }
+        for n, m in metrics.items()
+    ]
+    doc = {
+        "rows": rows,
+        "split": run_cfg.eval_split,
+        "data": data,
+        "config": to_dict(run_cfg),
+        "seconds": timings,
+        "detectors": {
+            n: {k: v for k, v in m.items() if k != "categories"} for n, m in metrics.items()
+        },
+    }
+    problems = validate_report(doc)
+    if problems:
+        raise RuntimeError(f"report metrics.json would not fit its schema: {problems}")
+    rdir = storage.join(work, "report")
+    storage.write_text(storage.join(rdir, "metrics.json"), json.dumps(doc, indent=1))
+    relative_chart(rows, storage.join(rdir, "relative.png"))
+    error_chart(
+        metrics,
+        [n for n in ("classifier", "knn-5") if n in metrics],
+        storage.join(rdir, "errors.png"),
+    )
+    heldout = {c["wnid"] for c in next(iter(metrics.values()))["categories"] if c["set"] == "A"}
+    examples = _examples(data, work, run_cfg.eval_split, heldout, run_cfg.draw)
+    table = format_table(rows)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>LSDA report</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:4px 12px;text-align:right}}
+img{{margin:4px;max-width:100%}}</style></head><body>
+<h1>LSDA ablation on {html.escape(data)}</h1>
+<p>mAP (%) on {html.escape(run_cfg.eval_split)}, ILSVRC devkit protocol. Held-out: categories
+without boxes (set A); trained: set B.</p>
+<pre>{html.escape(table)}</pre>
+<h2>Relative effectiveness</h2>{_img(storage.join(rdir, "relative.png"))}
+<h2>False positives on held-out categories</h2>{_img(storage.join(rdir, "errors.png"))}
+<h2>Example detections of held-out categories (k-NN adapted detector)</h2>
+{"".join(_img(u) for u in examples)}
+<h2>Time per stage (s)</h2><pre>{html.escape(json.dumps(timings, indent=1))}</pre>
+</body></html>"""
+    storage.write_text(storage.join(rdir, "index.html"), page)
+    print(table, flush=True)
+    return doc
