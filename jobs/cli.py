@@ -18,6 +18,7 @@ STAGES = {
     "adapt": "jobs.adapt",
     "detect": "jobs.detect",
     "evaluate": "jobs.evaluate",
+    "score-vocab": "jobs.score_vocab",
     "run": "jobs.run",
 }
 

@@ -18,6 +18,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_common(args: argparse.Namespace) -> None:
+    from pipeline.ray_env import quiet_ray_defaults
+    from pipeline.storage import absolute
+
+    quiet_ray_defaults()
+    for name in ("data", "work", "out"):
+        if getattr(args, name, None):
+            setattr(args, name, absolute(getattr(args, name)))
     if getattr(args, "s3_endpoint", None):
         # An environment variable reaches Ray workers too (runtime_env inherits it).
         os.environ["LSDA_S3_ENDPOINT"] = args.s3_endpoint
@@ -61,3 +68,14 @@ def stage_main(
 
 def exit_with(code: int) -> None:
     sys.exit(code)
+
+
+def glob_images(pattern: str) -> list[str]:
+    """Image URLs matching a glob (local or ``s3://``); exits naming the pattern if none."""
+    from pipeline import storage
+
+    fs, path = storage.get_fs(pattern)
+    images = sorted(storage.to_url(pattern, p) for p in fs.glob(path))
+    if not images:
+        raise SystemExit(f"no image matches {pattern}")
+    return images

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline import storage
+from jobs.common import glob_images
 from pipeline.detect_stage import run_detect
 from pipeline.postprocess import PostConfig
 from pipeline.train_cls import model_url
@@ -45,12 +45,7 @@ def _models(specs: list[str], work: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    images = None
-    if args.images:
-        fs, pattern = storage.get_fs(args.images)
-        images = sorted(storage.to_url(args.images, p) for p in fs.glob(pattern))
-        if not images:
-            raise SystemExit(f"no image matches {args.images}")
+    images = glob_images(args.images) if args.images else None
     post = PostConfig(nms_iou=args.nms_iou, max_per_class=args.max_per_class)
     summary = run_detect(
         args.data,

@@ -18,16 +18,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="detector name, as in WORK/detect/NAME")
     p.add_argument("--split", default="val2")
     p.add_argument("--set-b", default="first-half", choices=("first-half", "all"))
+    p.add_argument(
+        "--level",
+        default="category",
+        choices=("category", "parent"),
+        help="parent: the WordNet parents' detections (score-vocab --hierarchy)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     b = set_b(args.data, TrainConfig(set_b=args.set_b))
-    doc = run_evaluate(args.data, args.work, args.name, args.split, b)
+    doc = run_evaluate(args.data, args.work, args.name, args.split, b, args.level)
     print(
         json.dumps(
             {
                 k: doc[k]
-                for k in ("detector", "split", "images", "map_trained", "map_heldout", "map_all")
+                for k in (
+                    "detector",
+                    "split",
+                    "level",
+                    "images",
+                    "map_trained",
+                    "map_heldout",
+                    "map_all",
+                )
             }
         )
     )

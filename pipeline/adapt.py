@@ -19,7 +19,7 @@ import torch
 @dataclass
 class Adaptation:
     rows: torch.Tensor  # (len(a_rows), D + 1) adapted rows, bias last
-    neighbours: torch.Tensor  # (len(a_rows), k) indices into b_rows
+    neighbours: torch.Tensor  # (len(a_rows), k) indices into b_rows; no columns when k >= |B|
     distances: torch.Tensor  # (len(a_rows), k)
 
 
@@ -28,16 +28,61 @@ def with_bias(layer: torch.nn.Linear) -> torch.Tensor:
 
 
 def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """k nearest keys of every query by Euclidean distance of l2-normalised rows.
+    """k nearest keys of every query by Euclidean distance of l2-normalised rows."""
+    return _nearest_unit(_unit(queries), _unit(keys), k)
 
-    Distances of unit vectors: |q - b|^2 = 2 - 2 q.b, so one matrix product per chunk.
-    Ties go to the lower key index (a stable sort on the selected candidates).
-    """
-    q = torch.nn.functional.normalize(queries.double(), dim=1)
-    b = torch.nn.functional.normalize(keys.double(), dim=1)
-    d2 = (2 - 2 * q @ b.T).clamp_min(0)
-    order = torch.sort(d2, dim=1, stable=True).indices[:, :k]
-    return order, d2.gather(1, order).sqrt()
+
+def _unit(rows: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(rows.float(), dim=1)
+
+
+def _nearest_unit(q: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors: |q - b|^2 = 2 - 2 q.b, so one float32 matrix product; a few spare
+    candidates from ``topk`` are re-sorted by (distance, index) so that ties go to the lower
+    key index (ties across more than ``k + 8`` places may not)."""
+    d2 = torch.addmm(torch.full((1,), 2.0), q, b.T, alpha=-2.0).clamp_min_(0)
+    vals, idx = d2.topk(min(k + 8, b.shape[0]), dim=1, largest=False)
+    by_index = idx.argsort(dim=1)
+    vals, idx = vals.gather(1, by_index), idx.gather(1, by_index)
+    order = vals.argsort(dim=1, stable=True)[:, :k]
+    return idx.gather(1, order), vals.gather(1, order).sqrt()
+
+
+def adapt(
+    cls_a: torch.Tensor,
+    cls_b: torch.Tensor,
+    det_b: torch.Tensor,
+    k: int,
+    chunk: int = 4096,
+    out: torch.Tensor | None = None,
+) -> Adaptation:
+    """Adapted rows for the classifier rows ``cls_a`` from the offsets ``det_b - cls_b`` of the
+    categories with boxes (rows with the bias as last column). ``out`` (float32; may be
+    ``cls_a`` itself) receives the rows, so 100,000 rows of 4,097 floats need no second copy."""
+    k = min(k, len(cls_b))
+    if out is None:
+        out = cls_a.float().clone()
+    elif out is not cls_a:
+        out.copy_(cls_a)
+    if k == 0 or len(cls_a) == 0:
+        empty = torch.zeros((len(cls_a), 0))
+        return Adaptation(out, empty.long(), empty)
+    offsets = det_b.float() - cls_b.float()
+    keys = _unit(cls_b)
+    neighbours, distances = [], []
+    for start in range(0, len(out), chunk):
+        rows = out[start : start + chunk]  # a view: adapted in place
+        if k == len(cls_b):  # the global average: every category of B, nothing to record
+            nn_idx = torch.zeros((len(rows), 0), dtype=torch.long)
+            dist = torch.zeros((len(rows), 0))
+            rows += offsets.mean(0)
+        else:
+            nn_idx, dist = _nearest_unit(_unit(rows), keys, k)
+            for j in range(k):  # one (chunk, D) gather at a time, not a (chunk, k, D) tensor
+                rows += offsets[nn_idx[:, j]] / k
+        neighbours.append(nn_idx)
+        distances.append(dist)
+    return Adaptation(out, torch.cat(neighbours), torch.cat(distances))
 
 
 def adapt_rows(
@@ -48,29 +93,10 @@ def adapt_rows(
     k: int,
     chunk: int = 4096,
 ) -> Adaptation:
-    """Adapted rows for ``a_rows`` from the offsets of ``b_rows`` (rows with bias columns)."""
-    k = min(k, len(b_rows))
-    a_idx, b_idx = torch.tensor(a_rows, dtype=torch.long), torch.tensor(b_rows, dtype=torch.long)
-    cls_a = w_cls[a_idx]
-    if k == 0 or len(a_rows) == 0:
-        empty = torch.zeros((len(a_rows), 0))
-        return Adaptation(cls_a.clone(), empty.long(), empty)
-    offsets = (w_det[b_idx] - w_cls[b_idx]).double()
-    rows, neighbours, distances = [], [], []
-    for start in range(0, len(a_rows), chunk):
-        q = cls_a[start : start + chunk]
-        if k == len(b_rows):  # the global average: every category of B, no search needed
-            nn_idx = torch.arange(k).expand(len(q), k)
-            dist = torch.cdist(
-                torch.nn.functional.normalize(q.double(), dim=1),
-                torch.nn.functional.normalize(w_cls[b_idx].double(), dim=1),
-            )
-        else:
-            nn_idx, dist = nearest(q, w_cls[b_idx], k)
-        rows.append((q.double() + offsets[nn_idx].mean(1)).to(w_cls.dtype))
-        neighbours.append(nn_idx)
-        distances.append(dist.float())
-    return Adaptation(torch.cat(rows), torch.cat(neighbours), torch.cat(distances))
+    """``adapt`` on rows of whole output layers (with bias columns) picked by index."""
+    b_idx = torch.tensor(b_rows, dtype=torch.long)
+    cls_a = w_cls[torch.tensor(a_rows, dtype=torch.long)]
+    return adapt(cls_a, w_cls[b_idx], w_det[b_idx], k, chunk, out=cls_a)
 
 
 def apply_rows(layer: torch.nn.Linear, rows: list[int], values: torch.Tensor) -> None:

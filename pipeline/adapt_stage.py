@@ -59,7 +59,7 @@ def run_adapt(
         [
             {
                 "wnid": w,
-                "k": result.neighbours.shape[1],
+                "k": min(k, len(trained)),  # |B|: the global average, no list needed
                 "neighbours": [trained[int(i)] for i in result.neighbours[j]],
                 "distances": result.distances[j].tolist(),
             }

@@ -45,6 +45,30 @@ def out_dir(work: str, name: str, split: str) -> str:
     return storage.join(work, "detect", name, split)
 
 
+def image_and_boxes(image_url: str, boxes, mean, proposals: ExtractConfig):
+    """An image to score and its windows: the stored proposals, or selective search now."""
+    image, _ = decode_rgb(storage.read_bytes(image_url), MAX_PIXELS, 1, tuple(mean))
+    if boxes is None or len(boxes) == 0:
+        p = proposals
+        boxes = selective_search(image, p.resize_width, p.max_proposals, p.min_box)
+    return image, np.array(boxes, np.float32).reshape(-1, 4)  # writable, for torch
+
+
+def new_rows() -> dict[str, list]:
+    return {"model": [], **{f: [] for f in DETECTION_SCHEMA.names}}
+
+
+def add_rows(rows, model, image_id, boxes, scores, wnids, ids: dict[str, int]) -> None:
+    n = len(scores)
+    rows["model"] += [model] * n
+    rows["image_id"] += [str(image_id)] * n
+    rows["wnid"] += wnids
+    rows["category_id"] += [ids.get(x, -1) for x in wnids]
+    rows["score"] += np.asarray(scores).tolist()
+    for j, col in enumerate(("x1", "y1", "x2", "y2")):
+        rows[col] += np.asarray(boxes)[:, j].tolist()
+
+
 class DetectActor:
     """Loads the detectors once; scores a batch of images (proposals given or computed)."""
 
@@ -64,24 +88,13 @@ class DetectActor:
         self.ids, self.proposals = ids, proposals
 
     def __call__(self, batch: dict) -> dict:
-        rows: dict[str, list] = {"model": [], **{f: [] for f in DETECTION_SCHEMA.names}}
+        rows = new_rows()
         for i, image_id in enumerate(batch["image_id"]):
-            data = storage.read_bytes(str(batch["image_url"][i]))
-            image, _ = decode_rgb(data, MAX_PIXELS, 1, tuple(self.detector.mean))
-            boxes = batch["boxes"][i]
-            if boxes is None or len(boxes) == 0:
-                p = self.proposals
-                boxes = selective_search(image, p.resize_width, p.max_proposals, p.min_box)
-            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            image, boxes = image_and_boxes(
+                str(batch["image_url"][i]), batch["boxes"][i], self.detector.mean, self.proposals
+            )
             for name, (b, s, w) in self.detector.score(image, boxes).items():
-                n = len(s)
-                rows["model"] += [name] * n
-                rows["image_id"] += [str(image_id)] * n
-                rows["wnid"] += w
-                rows["category_id"] += [self.ids.get(x, -1) for x in w]
-                rows["score"] += s.tolist()
-                for j, col in enumerate(("x1", "y1", "x2", "y2")):
-                    rows[col] += b[:, j].tolist()
+                add_rows(rows, name, image_id, b, s, w, self.ids)
         return rows
 
 
@@ -101,6 +114,51 @@ def _inputs(work: str, split: str | None, images: list[str] | None):
     return ds, ds.count()
 
 
+def score_images(
+    work: str, split: str, images: list[str] | None, actor: type, kwargs: dict, actors: int
+) -> tuple[pa.Table, int]:
+    """Every image of ``split`` (or ``images``) through an actor pool of ``actor(**kwargs)``;
+    the rows they return, and the number of images."""
+    import ray.data
+
+    ensure_ray()
+    ds, n_images = _inputs(work, split, images)
+    n_actors = max(1, min(actors, n_images))
+    ds = ds.repartition(max(1, min(n_images // 4, 64 * n_actors)))  # work for every actor
+    ds = ds.map_batches(
+        actor,
+        batch_size=4,
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+        fn_constructor_kwargs=kwargs,
+        num_cpus=cpus_per_consumer(n_actors),
+        **remote_args(),
+    )
+    parts = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
+    table = pa.concat_tables(parts) if parts else pa.table({"model": pa.array([], pa.string())})
+    return table, n_images
+
+
+def write_detections(
+    work: str, names, split: str, table: pa.Table, images, n_images: int, draw: int
+) -> dict:
+    """Each model's rows of ``table`` to its output folder; a summary per model."""
+    summary = {}
+    for name in names:
+        mine = (
+            table.filter(pa.compute.equal(table.column("model"), name)) if table.num_rows else table
+        )
+        mine = (
+            mine.select(DETECTION_SCHEMA.names).cast(DETECTION_SCHEMA)
+            if mine.num_rows
+            else DETECTION_SCHEMA.empty_table()
+        )
+        _write(work, name, split, mine)
+        if draw:
+            draw_detections(work, name, split, mine, ds_urls(work, split, images), draw)
+        summary[name] = {"detections": mine.num_rows, "images": n_images}
+    return summary
+
+
 def run_detect(
     data: str,
     work: str,
@@ -115,54 +173,24 @@ def run_detect(
     overwrite: bool = False,
 ) -> dict:
     """Score ``split``'s proposals (or ``images``) with every detector in ``models``."""
-    import ray.data
-
     split = split or "images"
-    todo = {
-        n: u
-        for n, u in models.items()
-        if overwrite or not storage.exists(storage.join(out_dir(work, n, split), "_SUCCESS"))
-    }
+    todo = {n: u for n, u in models.items() if overwrite or not finished(work, n, split)}
     if not todo:
         return {"skipped": sorted(models)}
     categories = read_categories(data)
-    ids = {c.wnid: c.index for c in categories}
-    wnids = None if all_categories else [c.wnid for c in categories]
-    ensure_ray()
-    ds, n_images = _inputs(work, split, images)
-    n_actors = max(1, min(actors, n_images))
-    ds = ds.repartition(max(1, min(n_images // 4, 64 * n_actors)))  # work for every actor
-    ds = ds.map_batches(
-        DetectActor,
-        batch_size=4,
-        compute=ray.data.ActorPoolStrategy(size=n_actors),
-        fn_constructor_kwargs={
-            "urls": todo,
-            "post": post,
-            "wnids": wnids,
-            "ids": ids,
-            "proposals": proposals,
-        },
-        num_cpus=cpus_per_consumer(n_actors),
-        **remote_args(),
-    )
-    parts = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
-    table = pa.concat_tables(parts) if parts else pa.table({"model": pa.array([], pa.string())})
-    summary = {}
-    for name in todo:
-        mine = (
-            table.filter(pa.compute.equal(table.column("model"), name)) if table.num_rows else table
-        )
-        mine = (
-            mine.select(DETECTION_SCHEMA.names).cast(DETECTION_SCHEMA)
-            if mine.num_rows
-            else DETECTION_SCHEMA.empty_table()
-        )
-        _write(work, name, split, mine)
-        if draw:
-            draw_detections(work, name, split, mine, ds_urls(work, split, images), draw)
-        summary[name] = {"detections": mine.num_rows, "images": n_images}
-    return summary
+    kwargs = {
+        "urls": todo,
+        "post": post,
+        "wnids": None if all_categories else [c.wnid for c in categories],
+        "ids": {c.wnid: c.index for c in categories},
+        "proposals": proposals,
+    }
+    table, n_images = score_images(work, split, images, DetectActor, kwargs, actors)
+    return write_detections(work, todo, split, table, images, n_images, draw)
+
+
+def finished(work: str, name: str, split: str) -> bool:
+    return storage.exists(storage.join(out_dir(work, name, split), "_SUCCESS"))
 
 
 def ds_urls(work: str, split: str, images: list[str] | None) -> dict[str, str]:

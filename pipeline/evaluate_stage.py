@@ -14,6 +14,7 @@ from pipeline.det_reader import read_det_split
 from pipeline.detect_stage import out_dir
 from pipeline.evaluate import evaluate_detections, false_positive_types, mean_ap
 from pipeline.hierarchy import read_hierarchy
+from pipeline.report import ap_chart, error_chart
 from schemas.metrics import validate_detector_metrics
 from schemas.records import DataError
 
@@ -45,31 +46,61 @@ def load_detections(work: str, name: str, split: str, images: set[str]):
     }
 
 
-def run_evaluate(data: str, work: str, name: str, split: str, set_b: list[str]) -> dict:
+def to_parent_level(gt: dict, wnids: list[str], b: set[str], hierarchy):
+    """Ground truth relabelled with each category's parent in the hierarchy (its first, when
+    WordNet gives several); the parents; and which of them count as trained: those whose
+    detection categories all have boxes (held-out: none has; mixed parents count in "all")."""
+    parent = {w: sorted(hierarchy.parents.get(w, [w]))[0] for w in wnids}
+    up: dict[str, dict[str, list]] = {}
+    for image, per in gt.items():
+        for w, boxes in per.items():
+            up.setdefault(image, {}).setdefault(parent.get(w, w), []).append(boxes)
+    gt_up = {i: {p: np.concatenate(v) for p, v in per.items()} for i, per in up.items()}
+    parents = sorted(set(parent.values()))
+    children = {p: {w for w in wnids if parent[w] == p} for p in parents}
+    sets = {p: "B" if c <= b else "A" if not c & b else "mixed" for p, c in children.items()}
+    return gt_up, parents, sets
+
+
+def run_evaluate(
+    data: str, work: str, name: str, split: str, set_b: list[str], level: str = "category"
+) -> dict:
+    """Evaluate ``WORK/detect/<name>/<split>``; ``level="parent"`` evaluates the detections of
+    the categories' WordNet parents (``lsda score-vocab --hierarchy``) against the ground truth
+    relabelled with those parents."""
     categories = read_categories(data)
     wnids = [c.wnid for c in categories]
+    names = {c.wnid: c.name for c in categories}
     gt = ground_truth(data, split)
-    results = evaluate_detections(load_detections(work, name, split, set(gt)), gt, wnids)
     b = set(set_b)
-    heldout = [w for w in wnids if w not in b]
+    sets = {w: "B" if w in b else "A" for w in wnids}
     try:
         hierarchy = read_hierarchy(data)
         similar = hierarchy.siblings
     except DataError:
+        if level == "parent":
+            raise
         similar = lambda w: set()  # noqa: E731 - no hierarchy: nothing counts as similar
-    names = {c.wnid: c.name for c in categories}
+    if level == "parent":
+        gt, wnids, sets = to_parent_level(gt, wnids, b, hierarchy)
+        names = {w: hierarchy.names.get(w, w) for w in wnids}
+    elif level != "category":
+        raise ValueError(f"level must be category or parent, not {level!r}")
+    results = evaluate_detections(load_detections(work, name, split, set(gt)), gt, wnids)
+    heldout = [w for w in wnids if sets[w] == "A"]
     doc = {
         "detector": name,
         "split": split,
+        "level": level,
         "images": len(gt),
-        "map_trained": mean_ap(results, [w for w in wnids if w in b]),
+        "map_trained": mean_ap(results, [w for w in wnids if sets[w] == "B"]),
         "map_heldout": mean_ap(results, heldout),
         "map_all": mean_ap(results, wnids),
         "categories": [
             {
                 "wnid": w,
                 "name": names[w],
-                "set": "B" if w in b else "A",
+                "set": sets[w],
                 "ap": None if np.isnan(results[w].ap) else results[w].ap,
                 "gt": results[w].n_gt,
                 "detections": len(results[w].scores),
@@ -81,6 +112,10 @@ def run_evaluate(data: str, work: str, name: str, split: str, set_b: list[str]) 
     problems = validate_detector_metrics(doc)
     if problems:
         raise RuntimeError(f"metrics.json would not fit its schema: {problems}")
-    url = storage.join(storage.join(work, "evaluate", name, split), "metrics.json")
-    storage.write_text(url, json.dumps(doc, indent=1))
+    out = storage.join(work, "evaluate", name, split)
+    suffix = "" if level == "category" else f"-{level}"
+    storage.write_text(storage.join(out, f"metrics{suffix}.json"), json.dumps(doc, indent=1))
+    ap_chart(doc, storage.join(out, f"ap{suffix}.png"))
+    if doc["errors_heldout"]:
+        error_chart({name: doc}, [name], storage.join(out, f"errors{suffix}.png"))
     return doc

@@ -70,6 +70,22 @@ def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
     return sorted(items, key=lambda it: it["image_id"]), problems
 
 
+def cap_per_class(items: list[dict], limit: int) -> list[dict]:
+    """At most ``limit`` det-train images per synset folder (the paper's "up to 1000 train
+    images per class"), chosen by a hash of the image id: deterministic, and not biased
+    towards the start of the alphabet as a plain prefix would be."""
+    if limit <= 0:
+        return items
+    by_class: dict[str, list[dict]] = {}
+    for it in items:
+        by_class.setdefault(posixpath.basename(posixpath.dirname(it["image_url"])), []).append(it)
+    kept = []
+    for group in by_class.values():
+        group.sort(key=lambda it: hashlib.sha1(it["image_id"].encode()).hexdigest())
+        kept += group[:limit]
+    return sorted(kept, key=lambda it: it["image_id"])
+
+
 def _params(split: str, cfg: ExtractConfig, windows: bool, items: list[dict]) -> dict:
     digest = hashlib.sha1("\n".join(it["image_id"] for it in items).encode()).hexdigest()
     return {
@@ -163,6 +179,8 @@ def run_extract(
     t0 = time.time()
     windows = split in TRAINING_SPLITS if windows is None else windows
     items, problems = load_inputs(data, split)
+    if split == "det-train":
+        items = cap_per_class(items, cfg.train_images_per_class)
     sdir = split_dir(work, split)
     params = _params(split, cfg, windows, items)
     _check_params(sdir, params, overwrite)

@@ -11,8 +11,21 @@ from pipeline.storage import ENDPOINT_VARS
 FORWARDED_VARS = ENDPOINT_VARS
 
 
+# Quieter Ray, unless the user set these: Ray Data logs INFO lines for every dataset it runs
+# (console and its log file alike), and Ray Train's print patch echoes every print of a
+# training worker a second time through the root logger (our progress lines showed twice).
+QUIET_DEFAULTS = {"RAY_DATA_LOG_LEVEL": "WARNING", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
+
+def quiet_ray_defaults() -> None:
+    """Set QUIET_DEFAULTS where unset; call before ``ray.data`` is first imported."""
+    for k, v in QUIET_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
 def worker_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in FORWARDED_VARS if os.environ.get(k)}
+    quiet_ray_defaults()
+    return {k: os.environ[k] for k in (*FORWARDED_VARS, *QUIET_DEFAULTS) if os.environ.get(k)}
 
 
 def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
@@ -22,7 +35,10 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
     env = worker_env()
     ray.init(
         num_cpus=num_cpus,
-        include_dashboard=False,
+        # The dashboard serves the State API that Ray Train's placement-group cleaner polls
+        # (without it, a warning every few seconds); on loopback only, it costs no start time.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": env} if env else None,
         log_to_driver=log_to_driver,

@@ -81,6 +81,20 @@ def error_chart(metrics: dict[str, dict], names: list[str], url: str) -> None:
     _save_png(fig, url)
 
 
+def ap_chart(doc: dict, url: str) -> None:
+    """Per-category AP of one detector, sorted, coloured by set: trained (B), held-out (A)."""
+    cats = sorted((c for c in doc["categories"] if c["ap"] is not None), key=lambda c: -c["ap"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(cats)), 3))
+    colours = [{"B": "#4878a8", "A": "#e0803a"}.get(c["set"], "#999999") for c in cats]
+    ax.bar(range(len(cats)), [c["ap"] for c in cats], color=colours)
+    ax.set_xticks([])
+    ax.set_ylabel("AP")
+    ax.set_title(
+        f"{doc['detector']} on {doc['split']}: AP per category (blue B, orange A, grey mixed)"
+    )
+    _save_png(fig, url)
+
+
 def _examples(data: str, work: str, split: str, heldout: set[str], limit: int) -> list[str]:
     table = storage.read_table(storage.join(out_dir(work, "knn-5", split), "detections.parquet"))
     rows = [r for r in table.to_pylist() if r["wnid"] in heldout and r["score"] > 0]

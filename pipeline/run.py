@@ -59,6 +59,7 @@ def _variant(cfg: TrainConfig, **changes) -> TrainConfig:
 def run_pipeline(
     data: str, work: str, config: str | None = None, quick: bool = False, progress: bool = True
 ) -> dict:
+    data, work = storage.absolute(data), storage.absolute(work)
     ext, cls_cfg, det_cfg, run_cfg = load_configs(config, quick)
     timings: dict[str, float] = {}
     t0 = time.time()

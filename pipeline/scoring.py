@@ -15,9 +15,21 @@ import torch
 from pipeline.checkpoints import load_model
 from pipeline.models import CategoryMap, LSDANet
 from pipeline.postprocess import PostConfig, background_scores, detections
+from pipeline.train_data import PIXEL_SCALE
 from pipeline.warp import context_padding, warp_windows
 
 CHUNK = 512  # windows per forward pass
+
+
+def window_batches(image: np.ndarray, boxes: np.ndarray, size: int, mean: np.ndarray):
+    """The network's input for ``boxes`` of ``image``, ``CHUNK`` windows at a time: R-CNN
+    warping, then the normalisation training used (``to_input``)."""
+    mean_t = torch.from_numpy(np.asarray(mean, np.float32)).view(1, 3, 1, 1)
+    for start in range(0, len(boxes), CHUNK):
+        pixels = warp_windows(
+            image, boxes[start : start + CHUNK], size, context_padding(size), mean
+        )
+        yield (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - mean_t) / PIXEL_SCALE
 
 
 def _trunk_key(model: LSDANet) -> str:
@@ -60,14 +72,9 @@ class MultiDetector:
 
     @torch.no_grad()
     def logits(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
-        size = self.input_size
         out: dict[str, list[torch.Tensor]] = {name: [] for name in self.heads}
-        for start in range(0, len(boxes), CHUNK):
-            pixels = warp_windows(
-                image, boxes[start : start + CHUNK], size, context_padding(size), self.mean
-            )
-            x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
-            x = ((x - torch.from_numpy(self.mean).view(1, 3, 1, 1)) / 64.0).to(self.device)
+        for x in window_batches(image, boxes, self.input_size, self.mean):
+            x = x.to(self.device)
             feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
             for name, (key, head) in self.heads.items():
                 out[name].append(head(feats[key]).cpu())
@@ -78,9 +85,14 @@ class MultiDetector:
 
     def score(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, tuple]:
         """name -> (boxes, scores, wnids) after background subtraction and NMS."""
+        return self.postprocess(self.logits(image, boxes), boxes)
+
+    def postprocess(
+        self, logits_by_name: dict[str, torch.Tensor], boxes: np.ndarray
+    ) -> dict[str, tuple]:
         result = {}
-        boxes_t = torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4))
-        for name, logits in self.logits(image, boxes).items():
+        boxes_t = torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4))  # a writable copy
+        for name, logits in logits_by_name.items():
             scores = background_scores(logits, self.categories.background_row)[:, self.score_rows]
             b, s, c = detections(boxes_t, scores, self.post)
             result[name] = (b.numpy(), s.numpy(), [self.score_wnids[i] for i in c.tolist()])

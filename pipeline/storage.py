@@ -49,6 +49,12 @@ def join(url: str, *parts: str) -> str:
     return posixpath.join(url, *parts) if parts else url
 
 
+def absolute(url: str) -> str:
+    """A relative local path made absolute: Ray Train workers run in their own directory, so a
+    path relative to the driver's would point elsewhere there. URLs pass unchanged."""
+    return url if "://" in url else os.path.abspath(url)
+
+
 def to_url(root_url: str, path: str) -> str:
     """A protocol-less path as returned by fs.find, back to a URL of the same protocol."""
     prefix = protocol_prefix(root_url)

@@ -134,8 +134,7 @@ def cls_loop(config: dict) -> None:
 def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = False) -> dict:
     from ray.train.torch import TorchTrainer
 
-    from pipeline.ray_env import ensure_ray
-
+    work = storage.absolute(work)  # the URLs below go to Train workers
     out = model_url(work, MODEL_NAME)
     if storage.exists(out) and not overwrite:
         return {"model": out, "skipped": True}
@@ -163,7 +162,7 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
         )
     categories, counts = classification_categories(data, urls)
     rows = {w: i for i, w in enumerate(categories.wnids)}
-    ensure_ray()
+    trainer.start_ray_for_training()
     datasets = {
         "train": cls_dataset(urls, rows, cfg.holdout_every, False),
         "holdout": cls_dataset(urls, rows, cfg.holdout_every, True),

@@ -146,8 +146,7 @@ def run_train_det(
 ) -> dict:
     from ray.train.torch import TorchTrainer
 
-    from pipeline.ray_env import ensure_ray
-
+    work = storage.absolute(work)  # the URLs below go to Train workers
     name = name or default_name(cfg)
     out = model_url(work, f"det-{name}.pt")
     if storage.exists(out) and not overwrite:
@@ -180,7 +179,7 @@ def run_train_det(
     bg = categories.background_row
     trained_rows = [bg] + (categories.rows(trained) if "fcB" in layers else [])
     rows = {w: i for i, w in enumerate(categories.wnids)} | {BACKGROUND: bg}
-    ensure_ray()
+    trainer.start_ray_for_training()
     fg_labels = set(trained)
     stored = total_bytes(urls)
     datasets = {

@@ -26,18 +26,30 @@ def run_config(work: str, name: str, max_failures: int):
     fs, path = storage.get_fs(url)
     if url.startswith("s3://"):
         pa_fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
-        return ray.train.RunConfig(
-            name=name,
-            storage_path=path,
-            storage_filesystem=pa_fs,
-            failure_config=ray.train.FailureConfig(max_failures),
-        )
-    os.makedirs(path, exist_ok=True)
+        where = {"storage_path": path, "storage_filesystem": pa_fs}
+    else:
+        os.makedirs(path, exist_ok=True)
+        where = {"storage_path": os.path.abspath(path)}
     return ray.train.RunConfig(
         name=name,
-        storage_path=os.path.abspath(path),
         failure_config=ray.train.FailureConfig(max_failures),
+        # Ray Train's INFO/WARNING lines (every report and checkpoint, and a state-API poll
+        # that warns every few seconds without a dashboard) would bury our one line per
+        # epoch; its errors, failures and restarts included, still show.
+        logging_config=ray.train.LoggingConfig(log_level="ERROR"),
+        **where,
     )
+
+
+def start_ray_for_training() -> None:
+    """Join or start Ray, with Ray Data's progress bars off for the training inputs: they run
+    in split-coordinator actors whose bars would interleave with our one line per epoch."""
+    import ray.data
+
+    from pipeline.ray_env import ensure_ray
+
+    ensure_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def discard_run(work: str, name: str) -> None:

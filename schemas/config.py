@@ -81,6 +81,7 @@ class ExtractConfig:
     window_encoding: str = "raw"  # raw uint8 (exact) or jpeg (compact at 227 px)
     cls_size: int = 256  # classification images are stored resized to cls_size x cls_size
     shard_size: int = 64  # images per shard (one Ray task, one Parquet file per output)
+    train_images_per_class: int = 0  # det-train: at most this many images per synset; 0 = all
     max_pixels: int = 64_000_000  # decompression-bomb guard
     pixel_mean: tuple[float, float, float] = (123.68, 116.78, 103.94)  # RGB, fills outside
     seed: int = 0

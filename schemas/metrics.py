@@ -9,6 +9,7 @@ from __future__ import annotations
 DETECTOR_KEYS = {
     "detector": str,
     "split": str,
+    "level": str,  # category, or parent (the categories' WordNet parents)
     "images": int,
     "map_trained": (float, type(None)),
     "map_heldout": (float, type(None)),

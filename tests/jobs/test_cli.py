@@ -49,3 +49,19 @@ def test_stage_runs_as_a_module(tmp_path):
     assert done.returncode == 0, done.stderr
     assert '"detection_categories": 4' in done.stdout
     assert (out / "devkit/data/map_det.txt").read_text().count("\n") == 4
+
+
+def test_local_paths_become_absolute_urls_stay(monkeypatch, tmp_path):
+    """Ray Train workers run in their own directory: a relative --work would point elsewhere."""
+    import argparse
+
+    from jobs.common import apply_common
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(data="data", work="s3://bucket/work", out="./out")
+    apply_common(args)
+    assert (args.data, args.work, args.out) == (
+        str(tmp_path / "data"),
+        "s3://bucket/work",
+        str(tmp_path / "out"),
+    )

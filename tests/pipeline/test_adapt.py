@@ -1,6 +1,6 @@
 import torch
 
-from pipeline.adapt import adapt_rows, apply_rows, nearest, with_bias
+from pipeline.adapt import adapt, adapt_rows, apply_rows, nearest, with_bias
 
 
 def _rows():
@@ -59,3 +59,15 @@ def test_rows_round_trip_through_a_layer():
     rows = torch.arange(6, dtype=torch.float32).view(2, 3)
     apply_rows(layer, [1, 3], rows)
     assert torch.equal(with_bias(layer)[[1, 3]], rows)
+
+
+def test_inputs_are_left_alone_unless_given_as_out():
+    g = torch.Generator().manual_seed(1)
+    cls_a, cls_b = torch.randn(6, 4, generator=g), torch.randn(3, 4, generator=g)
+    det_b = cls_b + 1.0
+    kept = cls_a.clone()
+    fresh = adapt(cls_a, cls_b, det_b, k=2, chunk=4)
+    assert torch.equal(cls_a, kept)
+    in_place = adapt(cls_a, cls_b, det_b, k=2, chunk=4, out=cls_a)
+    assert in_place.rows is cls_a and torch.equal(cls_a, fresh.rows)
+    torch.testing.assert_close(fresh.rows, kept + 1.0)  # every offset is +1

@@ -213,3 +213,18 @@ def test_extract_from_and_to_s3(tiny_world, s3_bucket, ray_local):
     manifest = storage.read_table(f"{work}/extract/val1/manifest.parquet")
     assert manifest.num_rows == 4 and manifest.column("image_url")[0].as_py().startswith("s3://")
     assert storage.read_table(f"{work}/extract/val1/windows/part-00000.parquet").num_rows > 0
+
+
+def test_det_train_cap_per_class_is_deterministic_and_per_synset():
+    from pipeline.extract_stage import cap_per_class
+
+    items = [
+        {"image_id": f"{w}_{i}", "image_url": f"r/ILSVRC2013_DET_train/{w}/{w}_{i}.JPEG"}
+        for w in ("n1", "n2")
+        for i in range(5 if w == "n1" else 2)
+    ]
+    capped = cap_per_class(items, 3)
+    folders = [it["image_url"].split("/")[2] for it in capped]
+    assert folders.count("n1") == 3 and folders.count("n2") == 2
+    assert capped == cap_per_class(list(reversed(items)), 3)
+    assert cap_per_class(items, 0) == items

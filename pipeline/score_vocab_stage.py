@@ -1,0 +1,124 @@
+"""``lsda score-vocab``: one detector against its whole vocabulary (thousands of categories).
+
+Ray Data actors load the detector once; per image, one forward pass gives the windows' fc7
+features and ``pipeline.vocab.VocabScorer`` applies the output layer chunk by chunk with LSDA's
+large-vocabulary post-processing. With ``hierarchy``, internal WordNet nodes above the
+vocabulary are scored too (best descendant). Outputs as ``lsda detect``'s, under
+``WORK/detect/<name>/<split>/``; ``category_id`` is the 1-based position in
+``vocabulary.json`` written beside them (categories in the detector's row order, then nodes).
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import torch
+
+from pipeline import storage
+from pipeline.checkpoints import load_model
+from pipeline.detect_stage import (
+    add_rows,
+    finished,
+    image_and_boxes,
+    new_rows,
+    out_dir,
+    score_images,
+    write_detections,
+)
+from pipeline.hierarchy import read_hierarchy
+from pipeline.scoring import window_batches
+from pipeline.vocab import VocabPostConfig, VocabScorer
+from schemas.config import ExtractConfig
+
+
+def hierarchy_nodes(data: str, wnids: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
+    """Internal nodes above ``wnids`` (roots left out: they would match every window) and the
+    (category, node) ancestry pairs."""
+    h = read_hierarchy(data)
+    ancestors = {w: {a for a in h.ancestors(w) if h.parents.get(a)} for w in wnids}
+    nodes = sorted(set().union(*ancestors.values()) - set(wnids)) if wnids else []
+    index = {n: i for i, n in enumerate(nodes)}
+    pairs = [(i, index[a]) for i, w in enumerate(wnids) for a in sorted(ancestors[w]) if a in index]
+    return nodes, pairs
+
+
+class VocabActor:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        post: VocabPostConfig,
+        nodes: list[str],
+        ancestry: list[tuple[int, int]],
+        proposals: ExtractConfig,
+    ):
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        model, categories, payload = load_model(url)
+        self.model = model.eval()
+        out = model.output
+        self.scorer = VocabScorer(
+            out.weight.detach(), out.bias.detach(), post, ancestry, len(nodes)
+        )
+        self.columns = list(categories.wnids) + nodes
+        self.ids = {w: i + 1 for i, w in enumerate(self.columns)}
+        self.size, self.mean = payload["input_size"], payload["pixel_mean"]
+        self.name, self.proposals = name, proposals
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        rows = new_rows()
+        for i, image_id in enumerate(batch["image_id"]):
+            image, boxes = image_and_boxes(
+                str(batch["image_url"][i]), batch["boxes"][i], self.mean, self.proposals
+            )
+            batches = window_batches(image, boxes, self.size, self.mean)
+            parts = [self.model.fc7_features(x) for x in batches]
+            feats = torch.cat(parts) if parts else torch.zeros(0, self.scorer.w.shape[1])
+            b, s, c = self.scorer.detect(feats, torch.from_numpy(boxes))
+            wnids = [self.columns[j] for j in c.tolist()]
+            add_rows(rows, self.name, image_id, b.numpy(), s.numpy(), wnids, self.ids)
+        return rows
+
+
+def run_score_vocab(
+    data: str,
+    work: str,
+    model: str,
+    name: str = "vocab",
+    split: str | None = None,
+    images: list[str] | None = None,
+    post: VocabPostConfig = VocabPostConfig(),
+    hierarchy: bool = False,
+    actors: int = 2,
+    draw: int = 0,
+    proposals: ExtractConfig = ExtractConfig(),
+    overwrite: bool = False,
+) -> dict:
+    """Score ``split``'s proposals (or ``images``) against every category of ``model``."""
+    split = split or "images"
+    if finished(work, name, split) and not overwrite:
+        return {"skipped": [name]}
+    _, categories, _ = load_model(model)
+    nodes, ancestry = hierarchy_nodes(data, list(categories.wnids)) if hierarchy else ([], [])
+    kwargs = {
+        "url": model,
+        "name": name,
+        "post": post,
+        "nodes": nodes,
+        "ancestry": ancestry,
+        "proposals": proposals,
+    }
+    table, n_images = score_images(work, split, images, VocabActor, kwargs, actors)
+    vocabulary = [{"id": i + 1, "wnid": w} for i, w in enumerate([*categories.wnids, *nodes])]
+    storage.write_text(
+        storage.join(out_dir(work, name, split), "vocabulary.json"), json.dumps(vocabulary)
+    )
+    summary = write_detections(work, [name], split, table, images, n_images, draw)[name]
+    return {
+        **summary,
+        "categories": categories.num_categories,
+        "nodes": len(nodes),
+        "name": name,
+    }

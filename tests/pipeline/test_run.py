@@ -1,0 +1,107 @@
+"""``lsda run --quick`` end to end through a real local Ray instance, then the stage CLIs on
+its outputs."""
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+from pipeline.run import run_pipeline
+from pipeline.toyworld.generate import generate
+from schemas.config import toyworld_config
+from schemas.metrics import ROW_NAMES, validate_detector_metrics, validate_report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("run")
+    data, work = str(root / "data"), str(root / "work")
+    generate(data, toyworld_config("quick", seed=1), workers=2, progress=False)
+    doc = run_pipeline(data, work, "configs/toyworld.yaml", quick=True, progress=False)
+    return data, work, doc
+
+
+def test_the_ablation_reproduces_the_papers_ordering(quick_run):
+    _, work, doc = quick_run
+    report = json.loads(Path(work, "report/metrics.json").read_text())
+    assert validate_report(report) == [] and report["rows"] == doc["rows"]
+    rows = {r["name"]: r for r in report["rows"]}
+    assert tuple(rows) == ROW_NAMES
+    held = {name: r["map_heldout"] for name, r in rows.items()}
+    # TOYWORLD.md: at this size these hold across seeds; the k-NN sign does not
+    assert held["all-layers"] > held["classifier"]
+    assert held["oracle"] > held["all-layers"]
+    for name in ROW_NAMES:
+        metrics = json.loads(Path(work, f"evaluate/{name}/val2/metrics.json").read_text())
+        assert validate_detector_metrics(metrics) == []
+        assert Path(work, f"evaluate/{name}/val2/ap.png").stat().st_size > 0
+
+
+def test_report_page_and_charts(quick_run):
+    _, work, _ = quick_run
+    page = Path(work, "report/index.html").read_text()
+    assert "knn-5" in page and "oracle" in page
+    assert page.count("data:image/png") == 2  # relative effectiveness, error types
+    assert page.count("data:image/jpeg") >= 1  # example detections of held-out categories
+    assert all(Path(work, "report", f).stat().st_size > 0 for f in ("relative.png", "errors.png"))
+
+
+def test_neighbours_are_recorded_for_every_held_out_category(quick_run):
+    _, work, _ = quick_run
+    knn = pq.read_table(f"{work}/adapt/knn-5/neighbours.parquet").to_pylist()
+    avg = pq.read_table(f"{work}/adapt/avg-offset/neighbours.parquet").to_pylist()
+    assert len(knn) == len(avg) == 12  # quick: 24 detection categories, half held out
+    assert all(r["k"] == 5 and r["distances"] == sorted(r["distances"]) for r in knn)
+    assert all(r["k"] == 12 for r in avg)
+
+
+def test_coco_results_match_the_parquet_detections(quick_run):
+    _, work, _ = quick_run
+    d = f"{work}/detect/knn-5/val2"
+    table = pq.read_table(f"{d}/detections.parquet")
+    coco = json.loads(Path(d, "detections.json").read_text())
+    assert len(coco) == table.num_rows > 0
+    first, row = coco[0], table.slice(0, 1).to_pylist()[0]
+    assert set(first) >= {"image_id", "category_id", "bbox", "score"}
+    assert first["bbox"] == pytest.approx(
+        [row["x1"], row["y1"], row["x2"] - row["x1"] + 1, row["y2"] - row["y1"] + 1]
+    )
+
+
+def test_a_rerun_skips_finished_stages(quick_run):
+    data, work, doc = quick_run
+    model = Path(work, "models/detector-knn-5.pt")
+    before = model.stat().st_mtime_ns, Path(work, "detect/oracle/val2/_SUCCESS").stat().st_mtime_ns
+    again = run_pipeline(data, work, "configs/toyworld.yaml", quick=True, progress=False)
+    after = model.stat().st_mtime_ns, Path(work, "detect/oracle/val2/_SUCCESS").stat().st_mtime_ns
+    assert before == after and again["rows"] == doc["rows"]
+
+
+def test_detect_on_arbitrary_images_extracts_proposals_and_draws(quick_run, tmp_path, capsys):
+    data, work, _ = quick_run
+    images = sorted(Path(data, "ILSVRC2013_DET_val").glob("*.JPEG"))[:2]
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for image in images:
+        os.symlink(image, folder / image.name)
+    model = "knn-5=" + str(Path(work, "models/detector-knn-5.pt"))
+    argv = ["detect", "--data", data, "--work", work, "--model", model,
+            "--images", f"{folder}/*.JPEG", "--draw", "2"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["knn-5"]["images"] == 2
+    out = Path(work, "detect/knn-5/images")
+    assert pq.read_table(out / "detections.parquet").num_rows > 0
+    assert len(list((out / "drawn").glob("*.jpg"))) == 2
+
+
+def test_stage_clis_adapt_and_evaluate(quick_run, capsys):
+    data, work, _ = quick_run
+    assert main(["adapt", "--work", work, "--k", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "knn-1"
+    assert main(["evaluate", "--data", data, "--work", work, "--name", "knn-5"]) == 0
+    assert json.loads(capsys.readouterr().out)["map_heldout"] is not None
