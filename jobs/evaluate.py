@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipeline.category_sets import held_back, set_b
 from pipeline.evaluate_stage import run_evaluate
-from pipeline.train_det import set_b
 from schemas.config import TrainConfig
 
 DESCRIPTION = "evaluate detections: mAP over trained / held-out / all, per category, errors"
@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="detector name, as in WORK/detect/NAME")
     p.add_argument("--split", default="val2")
     p.add_argument("--set-b", default="first-half", choices=("first-half", "all"))
+    p.add_argument("--hold-back", type=int, default=0, help="as in the run: these count as 'added'")
     p.add_argument(
         "--level",
         default="category",
@@ -27,24 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    b = set_b(args.data, TrainConfig(set_b=args.set_b))
-    doc = run_evaluate(args.data, args.work, args.name, args.split, b, args.level)
-    print(
-        json.dumps(
-            {
-                k: doc[k]
-                for k in (
-                    "detector",
-                    "split",
-                    "level",
-                    "images",
-                    "map_trained",
-                    "map_heldout",
-                    "map_all",
-                )
-            }
-        )
-    )
+    sets = TrainConfig(set_b=args.set_b, hold_back=args.hold_back)
+    b, held = set_b(args.data, sets), held_back(args.data, sets)
+    doc = run_evaluate(args.data, args.work, args.name, args.split, b, args.level, held)
+    skip = ("categories", "errors_heldout")
+    print(json.dumps({k: v for k, v in doc.items() if k not in skip}))
     return 0
 
 

@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--draw", type=int, default=0, help="draw detections on N images")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--config", help="YAML config; its [score_vocab] section sets the defaults")
     add_config_arguments(p, VocabPostConfig)
 
 

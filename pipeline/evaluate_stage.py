@@ -63,17 +63,24 @@ def to_parent_level(gt: dict, wnids: list[str], b: set[str], hierarchy):
 
 
 def run_evaluate(
-    data: str, work: str, name: str, split: str, set_b: list[str], level: str = "category"
+    data: str,
+    work: str,
+    name: str,
+    split: str,
+    set_b: list[str],
+    level: str = "category",
+    held_back: list[str] = (),
 ) -> dict:
     """Evaluate ``WORK/detect/<name>/<split>``; ``level="parent"`` evaluates the detections of
     the categories' WordNet parents (``lsda score-vocab --hierarchy``) against the ground truth
-    relabelled with those parents."""
+    relabelled with those parents. ``held_back`` categories (left out of training, added later
+    by ``lsda add-categories``) are set "added" and averaged apart, in ``map_added``."""
     categories = read_categories(data)
     wnids = [c.wnid for c in categories]
     names = {c.wnid: c.name for c in categories}
     gt = ground_truth(data, split)
     b = set(set_b)
-    sets = {w: "B" if w in b else "A" for w in wnids}
+    sets = {w: "B" if w in b else "added" if w in held_back else "A" for w in wnids}
     try:
         hierarchy = read_hierarchy(data)
         similar = hierarchy.siblings
@@ -95,7 +102,8 @@ def run_evaluate(
         "images": len(gt),
         "map_trained": mean_ap(results, [w for w in wnids if sets[w] == "B"]),
         "map_heldout": mean_ap(results, heldout),
-        "map_all": mean_ap(results, wnids),
+        "map_all": mean_ap(results, [w for w in wnids if sets[w] != "added"]),
+        "map_added": mean_ap(results, [w for w in wnids if sets[w] == "added"]),
         "categories": [
             {
                 "wnid": w,

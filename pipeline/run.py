@@ -8,16 +8,18 @@ stage skips what is already finished in the work dir, so a re-run resumes.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from pipeline import storage
 from pipeline.adapt_stage import run_adapt
+from pipeline.category_sets import held_back, set_b
 from pipeline.detect_stage import run_detect
 from pipeline.evaluate_stage import run_evaluate
 from pipeline.extract_stage import format_summary, run_extract
 from pipeline.postprocess import PostConfig
 from pipeline.report import write_report
 from pipeline.train_cls import model_url, run_train_cls
-from pipeline.train_det import run_train_det, set_b
+from pipeline.train_det import run_train_det
 from schemas.config import ExtractConfig, PipelineConfig, TrainConfig, load_section
 
 # ablation row -> (model file in WORK/models, how it is made)
@@ -61,6 +63,9 @@ def run_pipeline(
 ) -> dict:
     data, work = storage.absolute(data), storage.absolute(work)
     ext, cls_cfg, det_cfg, run_cfg = load_configs(config, quick)
+    if run_cfg.hold_back:  # one setting for every stage
+        cls_cfg = _variant(cls_cfg, hold_back=run_cfg.hold_back)
+        det_cfg = _variant(det_cfg, hold_back=run_cfg.hold_back)
     timings: dict[str, float] = {}
     t0 = time.time()
     for split in ("cls", "det-train", "val1", run_cfg.eval_split):
@@ -95,7 +100,7 @@ def run_pipeline(
         _variant(det_cfg, train_layers="all+fcB", oracle=True),
         name="oracle",
     )
-    b = set_b(data, det_cfg)
+    b, held = set_b(data, det_cfg), held_back(data, det_cfg)
     _stage("adapt", timings, run_adapt, work, "all-fcB", run_cfg.k, name="knn-5")
     _stage("adapt", timings, run_adapt, work, "all-fcB", len(b), name="avg-offset")
     models = {row: model_url(work, f) for row, f in DETECTORS.items()}
@@ -111,9 +116,7 @@ def run_pipeline(
         post=post,
         actors=run_cfg.actors,
     )
-    metrics = {
-        row: _stage("evaluate", timings, run_evaluate, data, work, row, run_cfg.eval_split, b)
-        for row in DETECTORS
-    }
+    evaluate = partial(run_evaluate, data, work, split=run_cfg.eval_split, set_b=b, held_back=held)
+    metrics = {row: _stage("evaluate", timings, evaluate, row) for row in DETECTORS}
     timings["total"] = round(time.time() - t0, 1)
     return _stage("report", timings, write_report, data, work, metrics, run_cfg, timings)

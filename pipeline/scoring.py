@@ -66,7 +66,10 @@ class MultiDetector:
             key = _trunk_key(model)
             self.trunks.setdefault(key, model.eval().to(self.device))
             self.heads[name] = (key, model.output.eval().to(self.device))
-        wanted = rows if rows is not None else list(self.categories.wnids)
+        wanted = list(self.categories.wnids)
+        if rows is not None:  # categories held back from training have no row: not scored
+            known = set(wanted)
+            wanted = [w for w in rows if w in known]
         self.score_rows = torch.tensor(self.categories.rows(wanted))
         self.score_wnids = wanted
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
 
 from pipeline import storage, trainer
 from pipeline.categories import read_categories
+from pipeline.category_sets import held_back
 from pipeline.checkpoints import load_state_dict, save_model
 from pipeline.models import CategoryMap, get_model, load_imagenet_weights
 from pipeline.train_data import cache_if_small, cls_dataset, part_files, to_input, total_bytes
@@ -39,8 +41,11 @@ def shard_params(urls: list[str]) -> dict:
     return json.loads(meta.get(b"lsda", b"{}"))
 
 
-def classification_categories(data: str, urls: list[str]) -> tuple[CategoryMap, Counter]:
-    """Detection categories in map_det order, then every other classification synset sorted.
+def classification_categories(
+    data: str, urls: list[str], exclude: Collection[str] = ()
+) -> tuple[CategoryMap, Counter]:
+    """Detection categories in map_det order, then every other classification synset sorted;
+    ``exclude`` left out (and not counted).
 
     Raises ValueError for a detection category without classification images."""
     import pyarrow.parquet as pq
@@ -50,7 +55,10 @@ def classification_categories(data: str, urls: list[str]) -> tuple[CategoryMap, 
         fs, path = storage.get_fs(url)
         with fs.open(path, "rb") as f:
             counts.update(pq.read_table(f, columns=["wnid"]).column("wnid").to_pylist())
-    det = [c.wnid for c in read_categories(data)]
+    excluded = set(exclude)
+    for w in excluded:
+        counts.pop(w, None)
+    det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
     empty = [w for w in det if counts[w] == 0]
     if empty:
         raise ValueError(
@@ -160,7 +168,7 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
         raise ValueError(
             f"classification shards are {ext.cls_size} px; {cfg.model} needs >= {size}"
         )
-    categories, counts = classification_categories(data, urls)
+    categories, counts = classification_categories(data, urls, held_back(data, cfg))
     rows = {w: i for i, w in enumerate(categories.wnids)}
     trainer.start_ray_for_training()
     datasets = {

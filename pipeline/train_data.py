@@ -38,7 +38,7 @@ def _held_out(key: str, every: int) -> bool:
     return every > 0 and zlib.crc32(key.encode()) % every == 0
 
 
-def _decode(pixels, sizes, encodings=None) -> np.ndarray:
+def decode_pixels(pixels, sizes, encodings=None) -> np.ndarray:
     out = []
     for i, data in enumerate(pixels):
         s = int(sizes[i])
@@ -51,9 +51,15 @@ def _decode(pixels, sizes, encodings=None) -> np.ndarray:
 
 
 def cls_arrays(batch: dict, rows: dict[str, int], holdout_every: int, holdout: bool) -> dict:
-    keep = [i for i, n in enumerate(batch["name"]) if _held_out(str(n), holdout_every) == holdout]
+    keep = [
+        i
+        for i, (w, n) in enumerate(zip(batch["wnid"], batch["name"], strict=True))
+        if str(w) in rows and _held_out(str(n), holdout_every) == holdout
+    ]
     return {
-        "image": _decode([batch["pixels"][i] for i in keep], [batch["size"][i] for i in keep]),
+        "image": decode_pixels(
+            [batch["pixels"][i] for i in keep], [batch["size"][i] for i in keep]
+        ),
         "label": np.array([rows[str(batch["wnid"][i])] for i in keep], np.int64),
     }
 
@@ -67,7 +73,7 @@ def window_arrays(
         if str(lb) in labels and _held_out(str(img), holdout_every) == holdout
     ]
     return {
-        "image": _decode(
+        "image": decode_pixels(
             [batch["pixels"][i] for i in keep],
             [batch["size"][i] for i in keep],
             [batch["encoding"][i] for i in keep],

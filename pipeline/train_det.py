@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from pipeline import storage, trainer
 from pipeline.categories import read_categories
+from pipeline.category_sets import held_back, set_b
 from pipeline.checkpoints import load_model, save_model
 from pipeline.layers import configure_trainable, parse_layers
 from pipeline.train_cls import MODEL_NAME, model_url, shard_params
@@ -30,12 +31,6 @@ TRAINING_SPLITS = ("det-train", "val1")
 
 def default_name(cfg: TrainConfig) -> str:
     return "oracle" if cfg.oracle else cfg.train_layers.replace("+", "-")
-
-
-def set_b(data: str, cfg: TrainConfig) -> list[str]:
-    """The categories with boxes: the first half of map_det (the paper's split), or all."""
-    det = [c.wnid for c in read_categories(data)]
-    return det if cfg.set_b == "all" else det[: len(det) // 2]
 
 
 def _label_counts(urls: list[str]) -> Counter:
@@ -166,11 +161,12 @@ def run_train_det(
     if window_size != size:
         raise ValueError(f"window shards are {window_size} px but {payload['model']} takes {size}")
     counts = _label_counts(urls)
-    unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND})
+    excluded = set(held_back(data, cfg))
+    unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND} - excluded)
     if unknown:
         raise ValueError(f"{cls_url}: its category map lacks window labels {unknown[:10]}")
     b = set_b(data, cfg)
-    det = [c.wnid for c in read_categories(data)]
+    det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
     trained = det if cfg.oracle else b
     empty = [w for w in trained if counts[w] == 0]
     if empty or counts[BACKGROUND] == 0:

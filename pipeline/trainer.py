@@ -8,6 +8,7 @@ failed worker group from it.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -136,5 +137,8 @@ def worker_setup(cfg: TrainConfig) -> torch.device:
     import ray.train.torch
 
     torch.set_num_threads(1)  # one thread per worker was faster and steadier on 2 cores
+    # Ray Train logs every report and checkpoint at INFO in the workers, whatever the run's
+    # LoggingConfig says (Ray 2.60); our loop prints one line per epoch instead.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     torch.manual_seed(cfg.seed + ray.train.get_context().get_world_rank())
     return ray.train.torch.get_device()

@@ -140,6 +140,7 @@ class TrainConfig:
     train_layers: str = "all+fcB"  # see pipeline/layers.py: bg, fc6, fc7, fcB, conv, all
     oracle: bool = False  # train-det on windows of every category (the upper bound)
     set_b: str = "first-half"  # categories with boxes: first-half (paper) | all
+    hold_back: int = 0  # the last N categories without boxes: left out of training entirely
     checkpoint_every: int = 250  # train-det iterations between checkpoints
     workers: int = 2
     gpus: bool = False
@@ -166,3 +167,4 @@ class PipelineConfig:
     actors: int = 2  # scoring actors
     draw: int = 6  # example images in the report
     bg_only_iterations: int = 0  # 0: as many as train_det.iterations
+    hold_back: int = 0  # categories left out of every stage, for `lsda add-categories` later

@@ -13,7 +13,8 @@ DETECTOR_KEYS = {
     "images": int,
     "map_trained": (float, type(None)),
     "map_heldout": (float, type(None)),
-    "map_all": (float, type(None)),
+    "map_all": (float, type(None)),  # B and A; not the held-back categories
+    "map_added": (float, type(None)),  # held-back categories, added by add-categories
     "categories": list,
     "errors_heldout": dict,
 }

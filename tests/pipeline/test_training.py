@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from pipeline import storage
+from pipeline.category_sets import set_b
 from pipeline.checkpoints import load_model, save_model
 from pipeline.extract_stage import run_extract
 from pipeline.models import CategoryMap
 from pipeline.toyworld.generate import generate
 from pipeline.train_cls import classification_categories, model_url, run_train_cls
-from pipeline.train_det import run_train_det, set_b
+from pipeline.train_det import run_train_det
 from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
 
 EXTRACT = load_section("configs/toyworld.yaml", "extract", ExtractConfig, shard_size=16)

@@ -23,3 +23,11 @@ def test_ilsvrc13_is_the_papers_protocol():
     assert (det.optimizer, det.lr, det.momentum, det.weight_decay) == ("sgd", 0.001, 0.9, 5e-4)
     assert (det.fg_per_batch, det.bg_per_batch, det.lr_step) == (32, 96, 20_000)
     assert run.eval_split == "val2" and run.k == 5 and run.nms_iou == 0.3
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_score_vocab_sections_load(path):
+    from pipeline.vocab import VocabPostConfig
+    from schemas.config import load_section
+
+    assert load_section(path, "score_vocab", VocabPostConfig).cross_nms == 0.4

@@ -1,0 +1,53 @@
+"""New categories from classification images alone, appended to a detector."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline.add_categories import run_add_categories
+
+DESCRIPTION = (
+    "add-categories: train output rows for new categories on fc7 features of their "
+    "classification images, adapt them with k-NN offsets, append them to a detector"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", required=True, help="URL of <wnid>/<name>.JPEG folders")
+    p.add_argument("--work", required=True, help="work dir URL of a finished run")
+    p.add_argument("--detector", default="detector-knn-5.pt", help="model in WORK/models")
+    p.add_argument(
+        "--out", dest="out_model", help="model file in WORK/models to write (default: --detector)"
+    )
+    p.add_argument("--k", type=int, default=5, help="neighbours for the offsets; 0: none")
+    p.add_argument("--base", default="det-all-fcB.pt", help="fine-tune giving the offsets")
+    p.add_argument("--negatives", type=int, default=4096, help="classification images sampled")
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps for the new rows")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = run_add_categories(
+        args.work,
+        args.images,
+        args.detector,
+        args.out_model,
+        args.k,
+        args.base,
+        args.negatives,
+        args.steps,
+    )
+    print(json.dumps(summary))
+    print(
+        f"added {len(summary['added'])}, replaced {len(summary['replaced'])} categories from "
+        f"{summary['images']} images in {summary['seconds']} s "
+        f"({summary['seconds_per_category']} s per category); {len(summary['refused'])} refused",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from jobs.common import stage_main
+
+    raise SystemExit(stage_main(DESCRIPTION, add_arguments, run))
