@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import batched_nms
 
-from pipeline.postprocess import to_continuous
+from pipeline.postprocess import first_per_class, nms_per_group, to_continuous
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,11 @@ class Candidates:
 
 def prune(scores: torch.Tensor, first_class: int, cfg: VocabPostConfig) -> Candidates:
     """The best ``per_class`` windows of every column of ``scores`` (N, C) above threshold."""
-    top = min(cfg.per_class, scores.shape[0])
-    s, w = scores.topk(top, dim=0)  # (top, C)
-    c = torch.arange(first_class, first_class + scores.shape[1]).expand(top, -1)
-    keep = s >= cfg.score_threshold
-    return Candidates(w[keep], c[keep], s[keep])
+    w, c = (scores >= cfg.score_threshold).nonzero(as_tuple=True)
+    s = scores[w, c]
+    order = s.argsort(descending=True, stable=True)
+    keep = first_per_class(order, c, cfg.per_class)
+    return Candidates(w[keep], c[keep] + first_class, s[keep])
 
 
 class VocabScorer:
@@ -110,7 +109,10 @@ class VocabScorer:
 
     def detect(self, feats: torch.Tensor, boxes: torch.Tensor):
         """(boxes, scores, columns) after pruning, per-class and cross-class NMS."""
-        cand, _ = self.candidates(feats)
+        return self.finish(self.candidates(feats)[0], boxes)
+
+    def finish(self, cand: Candidates, boxes: torch.Tensor):
+        """The best ``per_image`` candidates through NMS and the class limit."""
         if len(cand.scores) > self.cfg.per_image:
             cand = cand.take(cand.scores.topk(self.cfg.per_image).indices)
         return suppress(boxes, cand, self.num_categories, self.cfg)
@@ -119,9 +121,9 @@ class VocabScorer:
 def suppress(boxes: torch.Tensor, cand: Candidates, num_categories: int, cfg: VocabPostConfig):
     """Per-class NMS, then cross-class NMS and the class limit within each level."""
     b = to_continuous(boxes[cand.windows].float())
-    keep = batched_nms(b, cand.scores, cand.classes, cfg.class_nms)
+    keep = nms_per_group(b, cand.scores, cand.classes, cfg.class_nms)
     level = (cand.classes[keep] >= num_categories).long()
-    keep = keep[batched_nms(b[keep], cand.scores[keep], level, cfg.cross_nms)]
+    keep = keep[nms_per_group(b[keep], cand.scores[keep], level, cfg.cross_nms)]
     keep = keep[_top_classes(cand.classes[keep], num_categories, cfg.max_classes)]
     return boxes[cand.windows[keep]], cand.scores[keep], cand.classes[keep]
 
@@ -147,11 +149,15 @@ def naive_detect(
     cfg: VocabPostConfig,
 ):
     """The obvious way, for the bench and tests: the full windows x categories score matrix,
-    then a per-class loop of threshold + NMS, then cross-class NMS and the class limit."""
+    then ``naive_post``."""
+    logits = feats @ weight.T + bias
+    return naive_post(logits[:, :-1] - logits[:, -1:], boxes, cfg)
+
+
+def naive_post(scores: torch.Tensor, boxes: torch.Tensor, cfg: VocabPostConfig):
+    """A per-class loop of threshold + NMS, then cross-class NMS and the class limit."""
     from torchvision.ops import nms
 
-    logits = feats @ weight.T + bias
-    scores = logits[:, :-1] - logits[:, -1:]
     cont = to_continuous(boxes.float())
     found = []
     for c in range(scores.shape[1]):
