@@ -46,8 +46,8 @@ class Candidates:
         if not parts:
             empty = torch.zeros(0, dtype=torch.long)
             return Candidates(empty, empty, torch.zeros(0))
-        return Candidates(*(torch.cat([getattr(p, f) for p in parts]) for f in
-                            ("windows", "classes", "scores")))  # fmt: skip
+        fields = ("windows", "classes", "scores")
+        return Candidates(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
 
     def take(self, idx: torch.Tensor) -> Candidates:
         return Candidates(self.windows[idx], self.classes[idx], self.scores[idx])
