@@ -79,3 +79,13 @@ def glob_images(pattern: str) -> list[str]:
     if not images:
         raise SystemExit(f"no image matches {pattern}")
     return images
+
+
+def model_arg(spec: str, work: str) -> str:
+    """A ``--model`` value as a URL: a URL or path as given, else a file in ``WORK/models``
+    (``knn-5`` and ``detector-knn-5.pt`` alike)."""
+    from pipeline.train_cls import model_url
+
+    if "/" in spec:
+        return spec
+    return model_url(work, spec if spec.endswith(".pt") else f"{spec}.pt")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import glob_images
+from jobs.common import glob_images, model_arg
 from pipeline.detect_stage import run_detect
 from pipeline.postprocess import PostConfig
-from pipeline.train_cls import model_url
 
 DESCRIPTION = "detect: score proposals with detectors (Ray Data actors), NMS, write detections"
 
@@ -37,10 +36,7 @@ def _models(specs: list[str], work: str) -> dict[str, str]:
     out = {}
     for spec in specs:
         name, _, url = spec.partition("=")
-        if not url:
-            url = model_url(work, spec if spec.endswith(".pt") else f"{spec}.pt")
-            name = spec.removesuffix(".pt")
-        out[name] = url
+        out[name.removesuffix(".pt")] = url or model_arg(spec, work)
     return out
 
 

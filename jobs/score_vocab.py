@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import add_config_arguments, config_from_args, glob_images
+from jobs.common import add_config_arguments, config_from_args, glob_images, model_arg
 from pipeline.score_vocab_stage import run_score_vocab
-from pipeline.train_cls import model_url
 from pipeline.vocab import VocabPostConfig
 
 DESCRIPTION = (
@@ -35,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = args.model if "/" in args.model else model_url(args.work, args.model)
+    model = model_arg(args.model, args.work)
     post = config_from_args(args, "score_vocab", VocabPostConfig)
     summary = run_score_vocab(
         args.data,

@@ -60,16 +60,12 @@ def load_new_images(url: str, cls_size: int, max_pixels: int) -> tuple[dict, lis
 def sample_negatives(work: str, budget: int) -> tuple[np.ndarray, list[str]]:
     """About ``budget`` classification images from evenly spaced cls shards (shards hold
     consecutive synsets, so spacing them spreads the sample over the vocabulary)."""
-    import pyarrow.parquet as pq
-
     urls = part_files(work, "cls", "cls")
     if not urls:
         raise FileNotFoundError(f"no classification shards under {work}/extract/cls")
     pixels, wnids = [], []
     for i in np.linspace(0, len(urls) - 1, num=min(len(urls), 64)).round().astype(int):
-        fs, path = storage.get_fs(urls[i])
-        with fs.open(path, "rb") as f:
-            t = pq.read_table(f, columns=["wnid", "size", "pixels"])
+        t = storage.read_table(urls[i], ["wnid", "size", "pixels"])
         take = min(t.num_rows, max(1, budget // min(len(urls), 64)))
         sizes = t.column("size").to_pylist()[:take]
         pixels.append(decode_pixels(t.column("pixels").to_pylist()[:take], sizes))

@@ -16,7 +16,7 @@ import cv2
 import torch
 
 from pipeline import storage
-from pipeline.checkpoints import load_model
+from pipeline.checkpoints import load_model, load_payload
 from pipeline.detect_stage import (
     add_rows,
     finished,
@@ -27,6 +27,7 @@ from pipeline.detect_stage import (
     write_detections,
 )
 from pipeline.hierarchy import read_hierarchy
+from pipeline.models import CategoryMap
 from pipeline.scoring import window_batches
 from pipeline.vocab import VocabPostConfig, VocabScorer
 from schemas.config import ExtractConfig
@@ -100,7 +101,7 @@ def run_score_vocab(
     split = split or "images"
     if finished(work, name, split) and not overwrite:
         return {"skipped": [name]}
-    _, categories, _ = load_model(model)
+    categories = CategoryMap(tuple(load_payload(model)["wnids"]))  # no network needed here
     nodes, ancestry = hierarchy_nodes(data, list(categories.wnids)) if hierarchy else ([], [])
     kwargs = {
         "url": model,
