@@ -21,6 +21,8 @@ STAGES = {
     "score-vocab": "jobs.score_vocab",
     "add-categories": "jobs.add_categories",
     "run": "jobs.run",
+    "submit": "jobs.submit",
+    "jobs": "jobs.job_control",
 }
 
 

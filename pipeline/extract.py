@@ -3,6 +3,12 @@
 A shard is the unit of work and of resumption: its Parquet files are written atomically under
 deterministic names, then a marker; a shard with a marker is finished. Any failure of one
 image quarantines that image with its reason and the shard goes on (promise 4).
+
+An image that could not be *read* (an object-store error: ``read-error``) may read fine later,
+so its shard's marker lists it under ``retry``; a re-run processes only those images, writes
+their outputs as ``part-NNNNN-retryA`` parts beside the shard's, and rewrites the shard's
+manifest part and marker. The attempt number comes from the marker, so a retry that dies
+before its marker is rewritten is redone under the same names (no duplicate rows).
 """
 
 from __future__ import annotations
@@ -35,14 +41,15 @@ from schemas.config import ExtractConfig
 from schemas.records import ClsImage
 
 OUTPUTS = ("proposals", "windows", "cls", "manifest")
+RETRYABLE = "read-error"  # quarantine reasons that a re-run tries again
 
 
-def part_name(shard: int) -> str:
-    return f"part-{shard:05d}"
+def part_name(shard: int, attempt: int = 0) -> str:
+    return f"part-{shard:05d}" + (f"-retry{attempt}" if attempt else "")
 
 
-def part_url(split_dir: str, output: str, shard: int) -> str:
-    return storage.join(split_dir, output, f"{part_name(shard)}.parquet")
+def part_url(split_dir: str, output: str, shard: int, attempt: int = 0) -> str:
+    return storage.join(split_dir, output, f"{part_name(shard, attempt)}.parquet")
 
 
 def marker_url(split_dir: str, shard: int) -> str:
@@ -172,8 +179,10 @@ def process_shard(
     cfg: ExtractConfig,
     windows: bool,
     params: dict | None = None,
+    attempt: int = 0,
 ) -> list[dict]:
-    """Process and write one shard; return its manifest rows (one per image).
+    """Process and write one shard (``attempt`` > 0: a retry of some of its images); return
+    the manifest rows of ``items``, one per image.
 
     ``params`` (the run's settings) go into every Parquet file's metadata."""
     cv2.setNumThreads(1)  # one task per core: OpenCV's own threads only contend
@@ -202,10 +211,11 @@ def process_shard(
         except ImageError as exc:
             row.update(status="quarantined", reason=f"{exc.kind}: {exc.message}")
         except Exception as exc:  # an object-store error, or a bug: never lose the shard
-            row.update(status="quarantined", reason=f"read-error: {type(exc).__name__}: {exc}")
+            reason = f"{RETRYABLE}: {type(exc).__name__}: {exc}"
+            row.update(status="quarantined", reason=reason)
         row["seconds"] = time.perf_counter() - t0
         out.manifest.append(row)
-    write_shard(split_dir, shard, out, split, windows, params or {})
+    write_shard(split_dir, shard, out, split, windows, params or {}, attempt)
     return out.manifest
 
 
@@ -217,23 +227,45 @@ def _write_table(url: str, rows: list[dict], schema: pa.Schema, metadata: dict) 
 
 
 def write_shard(
-    split_dir: str, shard: int, out: ShardOutput, split: str, windows: bool, params: dict
+    split_dir: str,
+    shard: int,
+    out: ShardOutput,
+    split: str,
+    windows: bool,
+    params: dict,
+    attempt: int = 0,
 ) -> None:
-    """Every output of the shard, then its marker: a shard without marker is redone."""
+    """Every output of the shard (or of a retry), then its marker: a shard without marker is
+    redone."""
     if split == "cls":
-        _write_table(part_url(split_dir, "cls", shard), out.cls, CLS_SCHEMA, params)
+        _write_table(part_url(split_dir, "cls", shard, attempt), out.cls, CLS_SCHEMA, params)
     else:
-        _write_table(
-            part_url(split_dir, "proposals", shard), out.proposals, PROPOSAL_SCHEMA, params
-        )
+        url = part_url(split_dir, "proposals", shard, attempt)
+        _write_table(url, out.proposals, PROPOSAL_SCHEMA, params)
         if windows:
-            _write_table(part_url(split_dir, "windows", shard), out.windows, WINDOW_SCHEMA, params)
-    _write_table(part_url(split_dir, "manifest", shard), out.manifest, MANIFEST_SCHEMA, params)
-    done = Counter(r["status"] for r in out.manifest)
+            url = part_url(split_dir, "windows", shard, attempt)
+            _write_table(url, out.windows, WINDOW_SCHEMA, params)
+    manifest, per_class = out.manifest, out.windows_per_class
+    if attempt:
+        manifest, per_class = _merge_retry(split_dir, shard, out)
+    _write_table(part_url(split_dir, "manifest", shard), manifest, MANIFEST_SCHEMA, params)
     marker = {
         "shard": shard,
-        "images": len(out.manifest),
-        **done,
-        "windows_per_class": dict(out.windows_per_class),
+        "images": len(manifest),
+        **Counter(r["status"] for r in manifest),
+        "windows_per_class": dict(per_class),
+        "retry": [r["image_id"] for r in manifest if r["reason"].startswith(RETRYABLE)],
+        "attempt": attempt,
     }
     storage.write_text(marker_url(split_dir, shard), json.dumps(marker))
+
+
+def _merge_retry(split_dir: str, shard: int, out: ShardOutput) -> tuple[list[dict], Counter]:
+    """The shard's manifest with the retried images' rows replaced, and its window counts
+    with the retry's added (the marker still holds the counts from before this attempt)."""
+    retried = {r["image_id"]: r for r in out.manifest}
+    old = storage.read_table(part_url(split_dir, "manifest", shard)).to_pylist()
+    previous = json.loads(storage.read_text(marker_url(split_dir, shard)))
+    per_class = Counter(previous.get("windows_per_class", {}))
+    per_class.update(out.windows_per_class)
+    return [retried.get(r["image_id"], r) for r in old], per_class

@@ -2,8 +2,9 @@
 
 Layout under ``WORK/extract/<split>/``: ``params.json`` (the settings this directory was made
 with), ``proposals/``, ``windows/`` or ``cls/`` and ``manifest/`` Parquet parts named
-``part-NNNNN.parquet``, ``_done/part-NNNNN.json`` markers, and at the end ``manifest.parquet``
-(every input image: done or quarantined with the reason), ``summary.json`` and ``_SUCCESS``.
+``part-NNNNN.parquet`` (plus ``part-NNNNN-retryA.parquet`` for images that could not be read
+the first time), ``_done/part-NNNNN.json`` markers, and at the end ``manifest.parquet`` (every
+input image: done or quarantined with the reason), ``summary.json`` and ``_SUCCESS``.
 """
 
 from __future__ import annotations
@@ -121,24 +122,44 @@ def _run_shard(
     batch: dict, split: str, sdir: str, cfg: ExtractConfig, windows: bool, params: dict
 ) -> dict:
     rows: list[dict] = []
-    for shard, items in zip(batch["shard"], batch["items"], strict=True):
+    for shard, attempt, items in zip(batch["shard"], batch["attempt"], batch["items"], strict=True):
+        items = json.loads(items)
         rows += extract.process_shard(
-            int(shard), json.loads(items), split, sdir, cfg, windows, params
+            int(shard), items, split, sdir, cfg, windows, params, int(attempt)
         )
     return {name: [r[name] for r in rows] for name in MANIFEST_SCHEMA.names}
 
 
-def _fan_out(todo: dict[int, list[dict]], split, sdir, cfg, windows, params, workers) -> int:
+def _read_markers(sdir: str) -> dict[int, dict]:
+    """The finished shards' markers (one listing, concurrent reads)."""
+    got = storage.read_many(storage.find(storage.join(sdir, "_done"), (".json",)))
+    return {m["shard"]: m for m in (json.loads(v) for v in got.values())}
+
+
+def _work_units(shards: dict[int, list[dict]], markers: dict[int, dict]) -> list[dict]:
+    """Shards without a marker, whole; finished shards with unreadable images, those images."""
+    units = [
+        {"shard": s, "attempt": 0, "items": it} for s, it in shards.items() if s not in markers
+    ]
+    for s, m in sorted(markers.items()):
+        if m.get("retry"):
+            again = set(m["retry"])
+            items = [it for it in shards[s] if it["image_id"] in again]
+            units.append({"shard": s, "attempt": m.get("attempt", 0) + 1, "items": items})
+    return units
+
+
+def _fan_out(units: list[dict], split, sdir, cfg, windows, params, workers) -> int:
     import ray.data
 
     ds = ray.data.from_items(
-        [{"shard": s, "items": json.dumps(items)} for s, items in todo.items()],
-        override_num_blocks=len(todo),
+        [{**u, "items": json.dumps(u["items"])} for u in units],
+        override_num_blocks=len(units),
     )
     ds = ds.map_batches(
         _run_shard,
         batch_size=1,
-        compute=ray.data.TaskPoolStrategy(size=min(workers, len(todo)) if workers else None),
+        compute=ray.data.TaskPoolStrategy(size=min(workers, len(units)) if workers else None),
         fn_kwargs={"split": split, "sdir": sdir, "cfg": cfg, "windows": windows, "params": params},
         num_cpus=1,
         **remote_args(),
@@ -188,17 +209,18 @@ def run_extract(
         i // cfg.shard_size: items[i : i + cfg.shard_size]
         for i in range(0, len(items), cfg.shard_size)
     }
-    todo = {s: it for s, it in shards.items() if not storage.exists(extract.marker_url(sdir, s))}
+    units = _work_units(shards, _read_markers(sdir))
     processed = 0
-    if todo:
+    if units:
         ensure_ray()
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = progress
-        processed = _fan_out(todo, split, sdir, cfg, windows, params, workers)
+        processed = _fan_out(units, split, sdir, cfg, windows, params, workers)
     summary = _finish(sdir, split, shards, problems, len(items))
     summary.update(
-        resumed_shards=len(shards) - len(todo),
+        resumed_shards=len(shards) - sum(1 for u in units if not u["attempt"]),
+        retried_images=sum(len(u["items"]) for u in units if u["attempt"]),
         processed_images=processed,
         seconds=round(time.time() - t0, 2),
         images_per_second=round(processed / max(time.time() - t0, 1e-9), 2),
@@ -224,10 +246,8 @@ def _finish(sdir: str, split: str, shards: dict, problems: list[Problem], n_item
     storage.write_table(storage.join(sdir, "manifest.parquet"), manifest)
     status = Counter(manifest.column("status").to_pylist())
     per_class: Counter = Counter()
-    for s in shards:
-        per_class.update(
-            json.loads(storage.read_text(extract.marker_url(sdir, s))).get("windows_per_class", {})
-        )
+    for marker in _read_markers(sdir).values():
+        per_class.update(marker.get("windows_per_class", {}))
     done = manifest.filter(pa.compute.equal(manifest.column("status"), "done"))
     props = done.column("proposals").to_pylist()
     reasons = Counter(r.split(":")[0] for r in manifest.column("reason").to_pylist() if r)
@@ -248,9 +268,11 @@ def format_summary(s: dict) -> str:
     per_class = dict(s["windows_per_class"])
     bg = per_class.pop("__background__", 0)
     reasons = f" {s['quarantine_reasons']}" if s["quarantine_reasons"] else ""
+    retried = f", {s['retried_images']} images retried" if s.get("retried_images") else ""
     return (
         f"extract {s['split']}: {s['done']} images done, {s['quarantined']} quarantined{reasons}, "
         f"{s['proposals_per_image']} proposals/image, {s['windows']} windows ({bg} background, "
-        f"{len(per_class)} classes), {s['shards']} shards ({s['resumed_shards']} already done), "
+        f"{len(per_class)} classes), {s['shards']} shards ({s['resumed_shards']} already done"
+        f"{retried}), "
         f"{s['seconds']} s, {s['images_per_second']} images/s"
     )

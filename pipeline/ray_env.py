@@ -52,6 +52,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address or os.environ.get("RAY_ADDRESS"):
+        # In a submitted job (lsda submit), Ray merges this runtime env into the job's and
+        # refuses keys set in both unless told that the driver's win: they should, since a
+        # flag such as --s3-endpoint on the job's command line is newer than the job's env.
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=address, runtime_env={"env_vars": worker_env()} if worker_env() else None)
     else:
         start_local_ray(num_cpus)

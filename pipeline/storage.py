@@ -29,9 +29,14 @@ def s3_endpoint() -> str | None:
 
 
 def storage_options(url: str) -> dict:
-    if url.startswith("s3://") and (endpoint := s3_endpoint()):
-        return {"client_kwargs": {"endpoint_url": endpoint}}
-    return {}
+    if not url.startswith("s3://"):
+        return {}
+    # No listings cache: other processes (Ray workers, a re-run) write the files we list, and
+    # a cached listing would hide new objects or hand out stale ETags (s3fs: FileExpired).
+    options: dict = {"use_listings_cache": False}
+    if endpoint := s3_endpoint():
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    return options
 
 
 def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -29,8 +39,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server on loopback, stopped by handle at the end of the session."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
@@ -38,8 +51,8 @@ def s3_server():
     saved = {k: os.environ.get(k) for k in _S3_ENV}
     os.environ.update(
         LSDA_S3_ENDPOINT=endpoint,
-        AWS_ACCESS_KEY_ID="testing-key-id",
-        AWS_SECRET_ACCESS_KEY="testing-secret",
+        AWS_ACCESS_KEY_ID=TEST_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=TEST_SECRET,
         AWS_DEFAULT_REGION="us-east-1",
     )
     try:
@@ -53,23 +66,31 @@ def s3_server():
                 os.environ[k] = v
 
 
+# Distinctive, so that a test can grep every output of an S3 run for them.
+TEST_KEY_ID = "AKIALSDATEST7Q2W9XKE"
+TEST_SECRET = "lsda-test-secret-3f9c1e7d5b2a48f6"
 _S3_ENV = ("LSDA_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def make_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"lsda-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}"
 
 
 @pytest.fixture
 def s3_bucket(s3_server) -> str:
     """A fresh bucket per test; returns its s3:// URL."""
-    import boto3
-
-    name = f"lsda-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
-    return f"s3://{name}"
+    return make_bucket(s3_server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local(s3_server):
-    """One local Ray instance (2 CPUs) for the session, started after the S3 variables are set
-    so that its workers inherit them; shut down by handle."""
+    """One local Ray instance (2 CPUs) per test module (modules that build their own cluster
+    need the process free of it), started after the S3 variables are set so that its workers
+    inherit them; shut down by handle."""
     import ray
 
     from pipeline.ray_env import start_local_ray
@@ -79,3 +100,62 @@ def ray_local(s3_server):
         yield ray
     finally:
         ray.shutdown()
+
+
+@dataclass
+class RayHead:
+    address: str  # the job server, http://127.0.0.1:PORT
+    env: dict  # what a client needs: the cluster's token, and the S3 settings
+    logs: Path  # Ray's session logs
+
+
+@pytest.fixture(scope="module")
+def ray_head(s3_server):
+    """``ray start --head`` on 127.0.0.1 with token authentication, as a cluster runs it: its
+    environment holds the S3 credentials (a cluster's instance role), and ``python`` is this
+    venv's. Stopped by its pid: SIGTERM drains the node and stops what it started."""
+    tmp = tempfile.mkdtemp(prefix="lsda-head-")  # short: Ray's socket paths live under it
+    gcs, dashboard, client, agent = (_free_port() for _ in range(4))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    cmd = [f"{bin_dir}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+           f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+           "--num-cpus=2", f"--temp-dir={tmp}"]  # fmt: skip
+    with open(f"{tmp}/head.log", "wb") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for_job_server(address, env["RAY_AUTH_TOKEN"], proc, f"{tmp}/head.log")
+        yield RayHead(address, env, Path(tmp))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is ours
+            proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_for_job_server(address: str, token: str, proc, log: str, timeout_s: float = 120) -> None:
+    request = urllib.request.Request(
+        f"{address}/api/version", headers={"Authorization": f"Bearer {token}"}
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited ({proc.returncode}): {Path(log).read_text()}")
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"the job server at {address} did not answer in {timeout_s} s")

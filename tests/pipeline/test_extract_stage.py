@@ -17,7 +17,14 @@ from PIL import Image
 
 from pipeline import extract, layout, storage
 from pipeline.annotations import annotation_xml
-from pipeline.extract_stage import StaleWorkDir, run_extract, split_dir
+from pipeline.extract_stage import (
+    StaleWorkDir,
+    _read_markers,
+    _work_units,
+    load_inputs,
+    run_extract,
+    split_dir,
+)
 from pipeline.images import decode_rgb
 from pipeline.warp import context_padding, warp_windows
 from schemas.arrow import BACKGROUND, CLS_SCHEMA, MANIFEST_SCHEMA, PROPOSAL_SCHEMA, WINDOW_SCHEMA
@@ -160,6 +167,40 @@ def test_one_unreadable_object_is_quarantined(tiny_world, tmp_path, monkeypatch)
     assert rows[0]["status"] == "quarantined"
     assert rows[0]["reason"].startswith("read-error: PermissionError: AccessDenied")
     assert Path(extract.marker_url(sdir, 0)).exists()
+
+
+def test_a_retry_completes_unreadable_images_and_leaves_the_rest(tiny_world, tmp_path, monkeypatch):
+    """Outside Ray: two images unreadable at first; the retry processes those two alone."""
+    sdir = str(tmp_path / "s")
+    items = load_inputs(tiny_world, "val2")[0][:4]
+    flaky = {items[1]["image_url"], items[3]["image_url"]}
+    read = extract.storage.read_bytes
+
+    def failing(url):
+        if url in flaky:
+            raise OSError(f"503 SlowDown reading {url}")
+        return read(url)
+
+    monkeypatch.setattr(extract.storage, "read_bytes", failing)
+    extract.process_shard(0, items, "val2", sdir, CFG, windows=True)
+    first = Path(extract.part_url(sdir, "proposals", 0)).stat().st_mtime_ns
+    markers = _read_markers(sdir)
+    assert sorted(markers[0]["retry"]) == sorted(items[i]["image_id"] for i in (1, 3))
+    monkeypatch.setattr(extract.storage, "read_bytes", read)
+    (unit,) = _work_units({0: items}, markers)
+    assert unit["attempt"] == 1 and [i["image_url"] for i in unit["items"]] == sorted(flaky)
+    extract.process_shard(0, unit["items"], "val2", sdir, CFG, True, attempt=1)
+    manifest = pq.read_table(extract.part_url(sdir, "manifest", 0)).to_pylist()
+    assert [r["status"] for r in manifest] == ["done"] * 4
+    assert [r["image_id"] for r in manifest] == [i["image_id"] for i in items]
+    retried = pq.read_table(extract.part_url(sdir, "proposals", 0, attempt=1))
+    assert retried.num_rows == 2
+    assert Path(extract.part_url(sdir, "proposals", 0)).stat().st_mtime_ns == first
+    marker = _read_markers(sdir)[0]
+    assert marker["retry"] == [] and marker["done"] == 4 and marker["attempt"] == 1
+    windows = [pq.read_table(p).num_rows for p in _parts(sdir, "windows")]
+    assert sum(marker["windows_per_class"].values()) == sum(windows)
+    assert _work_units({0: items}, _read_markers(sdir)) == []
 
 
 @pytest.mark.slow

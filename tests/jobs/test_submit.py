@@ -1,0 +1,169 @@
+"""``lsda submit`` against a real ``ray start --head`` (token authentication on), with the
+dataset and work dir on a real S3 endpoint (moto) and S3 errors injected for a few images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import storage
+from pipeline.det_reader import read_det_split
+from pipeline.toyworld.generate import generate
+from schemas.config import toyworld_config
+from schemas.metrics import validate_report
+from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket
+from tests.s3_faults import FaultyS3
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lsda(head, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, with the cluster's token in its environment."""
+    cmd = [sys.executable, "-m", "jobs.cli", *args]
+    return subprocess.run(
+        cmd, env=head.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def submit(head, *command: str) -> subprocess.CompletedProcess:
+    return lsda(head, "submit", "--address", head.address, "--", *command)
+
+
+def smoke_config() -> str:
+    """configs/toyworld.yaml with a [quick] section small enough for a test world."""
+    doc = yaml.safe_load((ROOT / "configs/toyworld.yaml").read_text())
+    doc["extract"]["shard_size"] = 4
+    doc["quick"] = {
+        "train_cls": {"epochs": 2},
+        "train_det": {"iterations": 20, "checkpoint_every": 10},
+        "run": {"draw": 1},
+    }
+    return yaml.safe_dump(doc)
+
+
+def test_a_failing_job_exits_non_zero_with_its_error(ray_head, tmp_path):
+    t0 = time.time()
+    r = submit(ray_head, "train-cls", "--data", str(tmp_path), "--work", str(tmp_path / "w"))
+    print(f"failing job: {time.time() - t0:.1f} s")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("submitted lsda-train-cls-")
+    assert "no classification shards" in r.stdout  # the job's own error, in its logs
+    assert "FAILED" in r.stderr
+
+
+def test_a_bad_command_is_refused_before_submitting(ray_head):
+    r = submit(ray_head, "extract", "--split", "val2")
+    assert r.returncode == 2 and "submitted" not in r.stdout
+    assert "required: --data, --work" in r.stderr
+
+
+def test_jobs_status_and_logs(ray_head, tmp_path):
+    r = lsda(ray_head, "submit", "--address", ray_head.address, "--no-wait", "--",
+             "toyworld", "--out", str(tmp_path / "tw"), "--size", "test")  # fmt: skip
+    job_id = r.stdout.split()[-1]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = json.loads(
+            lsda(ray_head, "jobs", "status", job_id, "--address", ray_head.address).stdout
+        )
+        if status["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(2)
+    assert status["status"] == "SUCCEEDED", status
+    logs = lsda(ray_head, "jobs", "logs", job_id, "--address", ray_head.address).stdout
+    assert "toyworld" in logs
+    assert (tmp_path / "tw/devkit/data/map_det.txt").exists()
+
+
+@pytest.fixture(scope="module")
+def s3_run(ray_head, s3_server):
+    """Extraction of val2 with S3 errors injected for two images (submitted job, through the
+    faulty proxy), then the whole quick run (submitted job, straight to moto)."""
+    bucket = make_bucket(s3_server)
+    data, work, config = f"{bucket}/data", f"{bucket}/work", f"{bucket}/smoke.yaml"
+    generate(data, toyworld_config("test", seed=3), workers=1, progress=False)
+    storage.write_text(config, smoke_config())
+    images = sorted(a.image_url for a in read_det_split(data, "val2").annotations)
+    failing = {images[1], images[6]}  # one in each of the two 4-image shards
+    t0 = time.time()
+    with FaultyS3(s3_server, {u.removeprefix("s3:/") for u in failing}) as proxy:
+        faulty = submit(ray_head, "extract", "--data", data, "--work", work, "--split", "val2",
+                        "--config", config, "--s3-endpoint", proxy.endpoint)  # fmt: skip
+        denied = dict(proxy.denied)
+    t1 = time.time()
+    before = _objects(work)
+    rerun = submit(ray_head, "run", "--data", data, "--work", work, "--config", config,
+                   "--quick", "--no-progress")  # fmt: skip
+    t2 = time.time()
+    print(f"faulty extract job: {t1 - t0:.1f} s; quick run job on S3: {t2 - t1:.1f} s")
+    return {"data": data, "work": work, "failing": failing, "denied": denied,
+            "faulty": faulty, "before": before, "rerun": rerun}  # fmt: skip
+
+
+def _objects(url: str) -> dict[str, tuple]:
+    """Every object under url: (ETag, LastModified), to tell a rewrite from an untouched one."""
+    fs, path = storage.get_fs(url)
+    return {
+        p: (i.get("ETag"), i.get("LastModified")) for p, i in fs.find(path, detail=True).items()
+    }
+
+
+def _manifest(work: str) -> dict[str, dict]:
+    rows = storage.read_table(f"{work}/extract/val2/manifest.parquet").to_pylist()
+    return {r["image_url"]: r for r in rows}
+
+
+def test_s3_errors_quarantine_only_those_images(s3_run):
+    assert s3_run["faulty"].returncode == 0, s3_run["faulty"].stdout + s3_run["faulty"].stderr
+    assert sum(s3_run["denied"].values()) >= 2
+    summary = json.loads(storage.read_text(f"{s3_run['work']}/extract/val2/summary.json"))
+    assert summary["done"] == 8  # the re-run's summary: all done now
+    assert "6 images done, 2 quarantined" in s3_run["faulty"].stdout
+
+
+def test_a_rerun_completes_them_without_redoing_the_rest(s3_run):
+    rerun, work = s3_run["rerun"], s3_run["work"]
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
+    assert "2 images retried" in rerun.stdout
+    manifest = _manifest(work)
+    assert len(manifest) == 8 and all(r["status"] == "done" for r in manifest.values())
+    after = _objects(f"{work}/extract/val2")
+    firsts = {p: v for p, v in s3_run["before"].items() if "/extract/val2/proposals/" in p}
+    assert len(firsts) == 2 and all(after[p] == v for p, v in firsts.items())
+    retried = [p for p in after if "-retry1.parquet" in p and "/proposals/" in p]
+    assert len(retried) == 2
+    assert sum(storage.read_table("s3://" + p).num_rows for p in retried) == 2
+
+
+def test_the_quick_run_on_s3_leaves_its_outputs(s3_run):
+    work = s3_run["work"]
+    assert s3_run["rerun"].returncode == 0
+    report = json.loads(storage.read_text(f"{work}/report/metrics.json"))
+    assert validate_report(report) == []
+    assert storage.exists(f"{work}/report/index.html")
+    assert storage.exists(f"{work}/models/detector-knn-5.pt")
+    assert "knn-5" in s3_run["rerun"].stdout  # the ablation table, in the job's logs
+
+
+def test_credentials_never_appear_in_outputs_or_logs(s3_run, ray_head):
+    secrets = (TEST_KEY_ID.encode(), TEST_SECRET.encode())
+    outputs = storage.read_many(storage.find(s3_run["work"]))
+    assert len(outputs) > 50
+    leaked = [u for u, data in outputs.items() if any(s in data for s in secrets)]
+    logs = [
+        p
+        for p in ray_head.logs.rglob("*")
+        if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt", ".json")
+    ]
+    assert len(logs) > 5
+    leaked += [str(p) for p in logs if any(s in p.read_bytes() for s in secrets)]
+    printed = s3_run["faulty"].stdout + s3_run["faulty"].stderr + s3_run["rerun"].stdout
+    leaked += ["job output"] if TEST_KEY_ID in printed or TEST_SECRET in printed else []
+    assert leaked == []
