@@ -8,7 +8,7 @@ SEED ?= 0
 DEMO_DATA ?= demo/seed$(SEED)/data
 DEMO_WORK ?= demo/seed$(SEED)/work
 
-.PHONY: demo test lint format venv clean-demo
+.PHONY: demo test lint format venv clean-demo s3-dev
 
 venv: $(STAMP)
 
@@ -26,14 +26,19 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Slowest tests listed at the end: the end-to-end and fault tests print what they measured.
 test: lint
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=12 $(PYTEST_ARGS)
 
 # The built-in dataset (deterministic for a seed: regenerating gives the same bytes, so a second
 # `make demo` skips every finished stage), then the whole pipeline and the ablation table.
 demo: $(STAMP)
 	$(BIN)/lsda toyworld --out $(DEMO_DATA) --size demo --seed $(SEED)
 	$(BIN)/lsda run --data $(DEMO_DATA) --work $(DEMO_WORK) --config configs/toyworld.yaml
+
+# A local S3 endpoint on 127.0.0.1:9000 (moto) for trying s3:// paths; Ctrl-C stops it.
+s3-dev: $(STAMP)
+	$(BIN)/python infra/s3_dev.py
 
 clean-demo:
 	rm -rf demo

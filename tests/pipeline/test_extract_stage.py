@@ -37,6 +37,10 @@ def _parts(sdir, output):
     return sorted(Path(sdir, output).glob("part-*.parquet"))
 
 
+def test_local_ray_serves_its_dashboard_on_loopback_only(ray_local):
+    assert ray_local._private.worker.global_worker.node.webui_url.startswith("127.0.0.1:")
+
+
 def test_val1_windows_and_proposals(tiny_world, tmp_path, ray_local):
     work = str(tmp_path / "work")
     summary = run_extract(tiny_world, work, "val1", CFG, progress=False)
