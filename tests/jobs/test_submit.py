@@ -82,6 +82,21 @@ def test_jobs_status_and_logs(ray_head, tmp_path):
     assert (tmp_path / "tw/devkit/data/map_det.txt").exists()
 
 
+def test_a_stopped_job_reports_stopped(ray_head, tmp_path):
+    r = lsda(ray_head, "submit", "--address", ray_head.address, "--no-wait", "--",
+             "toyworld", "--out", str(tmp_path / "tw"), "--size", "demo")  # fmt: skip
+    job_id = r.stdout.split()[-1]
+    stop = lsda(ray_head, "jobs", "stop", job_id, "--address", ray_head.address)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = lsda(ray_head, "jobs", "status", job_id, "--address", ray_head.address)
+        if json.loads(status.stdout)["status"] == "STOPPED":
+            break
+        time.sleep(1)
+    assert json.loads(status.stdout)["status"] == "STOPPED" and status.returncode == 2
+
+
 @pytest.fixture(scope="module")
 def s3_run(ray_head, s3_server):
     """Extraction of val2 with S3 errors injected for two images (submitted job, through the
