@@ -132,9 +132,23 @@ def maybe_fail(cfg: TrainConfig, step: int, resumed_from: int) -> None:
         raise RuntimeError(f"injected failure after step {step}")
 
 
+def quiet_report_lines() -> None:
+    """Ray 2.60's training workers log every ``report`` at INFO ("Reporting training result
+    N: ...", two lines per epoch per worker) through a logger named after its source file, so
+    neither LoggingConfig nor the ``ray.train`` logger reach it."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def worker_setup(cfg: TrainConfig) -> torch.device:
     import ray.train.torch
 
+    quiet_report_lines()
     torch.set_num_threads(1)  # one thread per worker was faster and steadier on 2 cores
     torch.manual_seed(cfg.seed + ray.train.get_context().get_world_rank())
     return ray.train.torch.get_device()
