@@ -17,6 +17,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_address(parser: argparse.ArgumentParser) -> None:
+    """The cluster to talk to (``lsda submit``, ``lsda jobs``)."""
+    parser.add_argument(
+        "--address", help="the cluster's job server, http://HEAD:8265 (or RAY_ADDRESS)"
+    )
+
+
 def apply_common(args: argparse.Namespace) -> None:
     from pipeline.ray_env import quiet_ray_defaults
     from pipeline.storage import absolute

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.common import add_address
 from pipeline.submission import client, describe, exit_code, follow
 
 DESCRIPTION = "status, logs or stop of a job sent with lsda submit"
@@ -13,7 +14,7 @@ DESCRIPTION = "status, logs or stop of a job sent with lsda submit"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("status", "logs", "stop", "list"))
     p.add_argument("job_id", nargs="?", help="the id printed by lsda submit (not for list)")
-    p.add_argument("--address", help="the cluster's job server, http://HEAD:8265 (or RAY_ADDRESS)")
+    add_address(p)
     p.add_argument("--follow", action="store_true", help="logs: follow until the job ends")
 
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "status":
         info = describe(job_client, args.job_id)
         print(json.dumps(info, indent=1))
-        return exit_code(info["status"]) if info["status"] in ("FAILED", "STOPPED") else 0
+        return exit_code(info["status"])
     if args.action == "stop":
         stopped = job_client.stop_job(args.job_id)
         print(f"{args.job_id}: {'stop requested' if stopped else 'already ended'}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.common import add_address
 from pipeline.submission import client, exit_code, failure_line, follow, project_root, submit
 
 DESCRIPTION = "submit an lsda command to a Ray cluster as a Ray job and follow its logs"
@@ -12,7 +13,7 @@ NOT_SUBMITTABLE = ("submit", "jobs")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", help="the cluster's job server, http://HEAD:8265 (or RAY_ADDRESS)")
+    add_address(p)
     p.add_argument(
         "--working-dir",
         default=project_root(),

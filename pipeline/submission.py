@@ -24,7 +24,7 @@ from pipeline.ray_env import worker_env
 # Never uploaded with the working dir: outputs and caches (Ray already leaves out .git, .venv
 # and what .gitignore names).
 EXCLUDES = ["demo", "**/__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info"]
-EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 2}
+EXIT_CODES = {"FAILED": 1, "STOPPED": 2}  # any other status: 0
 
 
 def project_root() -> str | None:
@@ -108,4 +108,4 @@ def describe(job_client, job_id: str) -> dict:
 
 
 def exit_code(status: str) -> int:
-    return EXIT_CODES.get(status, 1)
+    return EXIT_CODES.get(status, 0)

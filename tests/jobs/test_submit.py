@@ -48,6 +48,16 @@ def smoke_config() -> str:
     return yaml.safe_dump(doc)
 
 
+def _status_when(head, job_id: str, wanted: tuple, timeout_s: float = 300):
+    """``lsda jobs status`` polled until the status is one of ``wanted`` (or time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = lsda(head, "jobs", "status", job_id, "--address", head.address)
+        if json.loads(r.stdout)["status"] in wanted or time.monotonic() > deadline:
+            return r
+        time.sleep(1)
+
+
 def test_a_failing_job_exits_non_zero_with_its_error(ray_head, tmp_path):
     t0 = time.time()
     r = submit(ray_head, "train-cls", "--data", str(tmp_path), "--work", str(tmp_path / "w"))
@@ -68,14 +78,7 @@ def test_jobs_status_and_logs(ray_head, tmp_path):
     r = lsda(ray_head, "submit", "--address", ray_head.address, "--no-wait", "--",
              "toyworld", "--out", str(tmp_path / "tw"), "--size", "test")  # fmt: skip
     job_id = r.stdout.split()[-1]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        status = json.loads(
-            lsda(ray_head, "jobs", "status", job_id, "--address", ray_head.address).stdout
-        )
-        if status["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
-            break
-        time.sleep(2)
+    status = json.loads(_status_when(ray_head, job_id, ("SUCCEEDED", "FAILED", "STOPPED")).stdout)
     assert status["status"] == "SUCCEEDED", status
     logs = lsda(ray_head, "jobs", "logs", job_id, "--address", ray_head.address).stdout
     assert "toyworld" in logs
@@ -88,12 +91,7 @@ def test_a_stopped_job_reports_stopped(ray_head, tmp_path):
     job_id = r.stdout.split()[-1]
     stop = lsda(ray_head, "jobs", "stop", job_id, "--address", ray_head.address)
     assert stop.returncode == 0 and "stop requested" in stop.stdout
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        status = lsda(ray_head, "jobs", "status", job_id, "--address", ray_head.address)
-        if json.loads(status.stdout)["status"] == "STOPPED":
-            break
-        time.sleep(1)
+    status = _status_when(ray_head, job_id, ("STOPPED",))
     assert json.loads(status.stdout)["status"] == "STOPPED" and status.returncode == 2
 
 
