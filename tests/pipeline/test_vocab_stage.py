@@ -1,12 +1,15 @@
-"""The large-vocabulary path on a small world through local Ray: a few hundred
-classification-only leaf categories and a few detection categories held back from training;
-``score-vocab`` with the hierarchy, evaluation at the parents' level, ``add-categories``.
+"""The large-vocabulary path through local Ray at the demo size with 300 classification-only
+leaf categories and 8 of the detection categories without boxes held back from every stage:
+``score-vocab`` with the hierarchy, evaluation at the parents' level, ``add-categories``, and
+the added categories' AP against their classifier-only AP, measured and asserted.
 
-At this size LSDA's transfer itself does not hold (measured with 16 epochs and 600
-iterations: all-layers 0.105 held-out mAP against the classifier's 0.173; the B categories
-0.48 against 0.28), so the added categories' AP against their classifier-only rows is
-measured and printed, not asserted (the fixture trains less: only the mechanics are tested
-here); the README has the comparison at the demo size."""
+Smaller worlds cannot carry the claim (16 categories + 300 leaves: all-layers 0.105 held-out
+mAP against the classifier's 0.173, added categories 0.108 against 0.132; docs/notes.md), so
+this module pays for the demo size: about 6.5 minutes on 2 cores. Measured with this recipe,
+added categories' AP as k-NN adapted rows on the detector against the same rows on the
+classification network: seed 0 0.208 vs 0.178, seed 1 0.135 vs 0.115, seed 2 0.221 vs 0.204,
+seed 3 0.151 vs 0.111, 0.185 vs 0.145 and 0.145 vs 0.119 (three runs: training is not
+bit-reproducible, and the difference was steadier than the levels); the test runs seed 3."""
 
 import json
 import shutil
@@ -31,28 +34,25 @@ from schemas.metrics import validate_detector_metrics
 
 pytestmark = pytest.mark.slow
 
-DET, LEAVES, HELD = 16, 300, 4  # 8 without boxes, 4 held back
+DET, LEAVES, HELD = 48, 300, 8  # demo size: 24 without boxes, 8 of them held back
+SEED = 3
 SETS = TrainConfig(hold_back=HELD)
 CONFIG = "configs/toyworld.yaml"
 
 
 @pytest.fixture(scope="module")
 def vocab_run(tmp_path_factory, ray_local):
-    """Only the stages the vocabulary needs: classifier, all-layers fine-tune, k-NN."""
+    """Only the stages the vocabulary needs: classifier, all-layers fine-tune, k-NN; the
+    demo recipe (8 classifier epochs, 1,000 fine-tuning iterations)."""
     root = tmp_path_factory.mktemp("vocab")
     data, work = str(root / "data"), str(root / "work")
-    world = toyworld_config(
-        "quick", seed=2, det_categories=DET, leaf_categories=LEAVES, leaf_cls_images=6,
-        det_train_scenes=80, val1_scenes=80, val2_scenes=100,
-    )  # fmt: skip
+    world = toyworld_config("demo", seed=SEED, leaf_categories=LEAVES)
     generate(data, world, workers=2, progress=False)
     ext = load_section(CONFIG, "extract", ExtractConfig)
     for split in ("cls", "det-train", "val1", "val2"):
         run_extract(data, work, split, ext, progress=False)
-    cls = load_section(CONFIG, "train_cls", TrainConfig, epochs=8, hold_back=HELD)
-    det = load_section(CONFIG, "train_det", TrainConfig, iterations=300, hold_back=HELD)
-    run_train_cls(data, work, cls)
-    run_train_det(data, work, det)
+    run_train_cls(data, work, load_section(CONFIG, "train_cls", TrainConfig, hold_back=HELD))
+    run_train_det(data, work, load_section(CONFIG, "train_det", TrainConfig, hold_back=HELD))
     run_adapt(work, "all-fcB", 5)
     return data, work
 
@@ -85,10 +85,15 @@ def test_added_categories_are_detected_and_can_be_replaced(vocab_run, tmp_path):
     models = {n: model_url(work, f"{n}.pt") for n in ("detector-added", "cls-added")}
     run_detect(data, work, models, split="val2")
     b = set_b(data, SETS)
-    got = {n: run_evaluate(data, work, n, "val2", b, held_back=held)["map_added"] for n in models}
-    print(f"held-back categories, AP: adapted {got['detector-added']:.3f}, "
-          f"classifier rows only {got['cls-added']:.3f}")  # fmt: skip
-    assert all(ap is not None and ap > 0 for ap in got.values())  # they are detected
+    got = {n: run_evaluate(data, work, n, "val2", b, held_back=held) for n in models}
+    print("held-back categories, AP: adapted {:.3f}, classifier rows only {:.3f}".format(
+        *(got[n]["map_added"] for n in models)))  # fmt: skip
+    print("the other categories without boxes, AP: knn-5 {:.3f}, classifier {:.3f}".format(
+        *(got[n]["map_heldout"] for n in models)))  # fmt: skip
+    # LSDA's promise: a category added from its classification images alone is detected better
+    # through the adapted network and the k-NN offsets than by its classifier row. (The other
+    # held-out categories' gain is printed only: with 300 leaves it held at seeds 1-3, not 0.)
+    assert got["detector-added"]["map_added"] > got["cls-added"]["map_added"] > 0
     again = run_add_categories(work, str(tmp_path / "new"), "detector-added.pt")
     assert sorted(again["replaced"]) == sorted(held) and again["added"] == []
     assert len(load_model(again["model"])[1].wnids) == DET - HELD + LEAVES + HELD
