@@ -207,6 +207,27 @@ def test_a_retry_completes_unreadable_images_and_leaves_the_rest(tiny_world, tmp
     assert _work_units({0: items}, _read_markers(sdir)) == []
 
 
+def _interrupt_midway(cmd: list[str], env: dict, work: Path, attempts: int = 3) -> int:
+    """Ctrl-C ``cmd`` once 2 of its 16 shards are done; the number done when it stopped.
+
+    How soon the driver stops after the signal is not bounded: here it usually stopped at 4-5
+    shards, but once in CI all 16 were done, leaving nothing to resume. Such an attempt says
+    nothing about resuming, so it is tried again on a fresh work dir (bounded)."""
+    markers = work / "extract/val/_done"
+    for _ in range(attempts):
+        shutil.rmtree(work, ignore_errors=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(markers.glob("*.json"))) < 2:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        finished = len(list(markers.glob("*.json")))
+        if finished < 16:
+            return finished
+    pytest.fail(f"the job finished all 16 shards before Ctrl-C stopped it, {attempts} times")
+
+
 @pytest.mark.slow
 def test_interrupted_job_resumes_without_duplicates(tiny_world, tmp_path):
     """Ctrl-C a real `python -m jobs.extract` midway, then run it again."""
@@ -230,15 +251,8 @@ def test_interrupted_job_resumes_without_duplicates(tiny_world, tmp_path):
         "--no-progress",
     ]
     env = {**os.environ, "RAY_ADDRESS": ""}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    markers = work / "extract/val/_done"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(markers.glob("*.json"))) < 3:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    finished = len(list(markers.glob("*.json")))
-    assert 3 <= finished < 16, "the job should have been interrupted midway"
+    finished = _interrupt_midway(cmd, env, work)
+    assert finished >= 2
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])

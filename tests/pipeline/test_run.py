@@ -3,6 +3,7 @@ its outputs."""
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,13 +17,15 @@ from schemas.metrics import ROW_NAMES, validate_detector_metrics, validate_repor
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/toyworld.yaml"
+LEAVES = 200  # classification-only leaf categories: the vocabulary path runs in `run` too
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("run")
     data, work = str(root / "data"), str(root / "work")
-    generate(data, toyworld_config("quick", seed=1), workers=2, progress=False)
+    world = toyworld_config("quick", seed=1, leaf_categories=LEAVES)
+    generate(data, world, workers=2, progress=False)
     doc = run_pipeline(data, work, CONFIG, quick=True, progress=False)
     return data, work, doc
 
@@ -63,7 +66,8 @@ def test_neighbours_are_recorded_for_every_held_out_category(quick_run):
     _, work, _ = quick_run
     knn = pq.read_table(f"{work}/adapt/knn-5/neighbours.parquet").to_pylist()
     avg = pq.read_table(f"{work}/adapt/avg-offset/neighbours.parquet").to_pylist()
-    assert len(knn) == len(avg) == 12  # quick: 24 detection categories, half without boxes
+    # quick: 24 detection categories, half without boxes; every leaf has no boxes either
+    assert len(knn) == len(avg) == 12 + LEAVES
     assert all(r["k"] == 5 and r["distances"] == sorted(r["distances"]) for r in knn)
     assert all(r["k"] == 12 for r in avg)
 
@@ -113,3 +117,23 @@ def test_stage_clis_adapt_and_evaluate(quick_run, capsys):
     assert json.loads(capsys.readouterr().out)["name"] == "knn-1"
     assert main(["evaluate", "--data", data, "--work", work, "--name", "knn-5"]) == 0
     assert json.loads(capsys.readouterr().out)["map_heldout"] is not None
+
+
+def test_readme_vocabulary_commands(quick_run, tmp_path, capsys):
+    """The README's large-vocabulary commands on the run's outputs: score-vocab with the
+    parents and drawings, then add-categories (a category re-added from its images)."""
+    data, work, _ = quick_run
+    images = f"{data}/ILSVRC2013_DET_val/*1.JPEG"  # a tenth of them: proposals on the fly
+    argv = ["score-vocab", "--data", data, "--work", work, "--images", images,
+            "--hierarchy", "--draw", "2"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["categories"] == 24 + LEAVES and summary["nodes"] > 0
+    assert len(list(Path(work, "detect/vocab/images/drawn").glob("*.jpg"))) == 2
+    folder = sorted(Path(data, "CLS/train").iterdir())[-1]  # CLS/tars holds the leaves
+    shutil.copytree(folder, tmp_path / "new" / folder.name)
+    argv = ["add-categories", "--images", str(tmp_path / "new"), "--work", work,
+            "--out", "detector-readme.pt"]  # fmt: skip
+    assert main(argv) == 0
+    added = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert added["replaced"] == [folder.name] and added["refused"] == []
