@@ -226,8 +226,10 @@ def _interrupt_midway(cmd: list[str], env: dict, work: Path, attempts: int = 3) 
         finished = len(list(markers.glob("*.json")))
         if finished < 16:
             return finished
-    print(out[-2000:])  # the last attempt's output, for whoever finds the cause
-    pytest.skip(f"Ctrl-C came too late: all 16 shards were done, {attempts} times (docs/notes.md)")
+    tail = " | ".join(out.strip().splitlines()[-5:])  # in the reason: -ra shows it, not prints
+    pytest.skip(
+        f"Ctrl-C came too late: all 16 shards done, {attempts} times (docs/notes.md): {tail}"
+    )
 
 
 @pytest.mark.slow
