@@ -14,12 +14,23 @@ DESCRIPTION = "generate the built-in dataset (ImageNet DET/CLS layouts) at a loc
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="dataset root URL (folder or s3://bucket/prefix)")
-    p.add_argument("--size", default="demo", choices=sorted(TOYWORLD_SIZES), help="preset size")
+    p.add_argument(
+        "--size",
+        default="demo",
+        choices=sorted(TOYWORLD_SIZES),
+        help="preset: test, quick, demo, or imagenet (200 categories in class folders with "
+        "ImageNet's spread of class counts)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--det-categories", type=int, help="K detection categories (half get boxes)")
     p.add_argument("--leaf-categories", type=int, help="extra classification-only categories")
     p.add_argument("--cls-images", type=int, help="classification images per detection category")
     p.add_argument("--leaf-cls-images", type=int, help="classification images per leaf category")
+    p.add_argument(
+        "--class-count-spread",
+        type=float,
+        help="classification images per category drawn from [n * (1 - spread), n]",
+    )
     p.add_argument("--det-train-scenes", type=int)
     p.add_argument("--val1-scenes", type=int)
     p.add_argument("--val2-scenes", type=int)
@@ -36,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         leaf_categories=args.leaf_categories,
         cls_images=args.cls_images,
         leaf_cls_images=args.leaf_cls_images,
+        class_count_spread=args.class_count_spread,
         det_train_scenes=args.det_train_scenes,
         val1_scenes=args.val1_scenes,
         val2_scenes=args.val2_scenes,

@@ -26,7 +26,8 @@ from schemas.arrow import MANIFEST_SCHEMA
 from schemas.config import ExtractConfig, to_dict
 from schemas.records import Problem
 
-EXTRACT_VERSION = 1
+# 2: training splits are sharded in a seeded cross-class order (``mixed_order``), not by name.
+EXTRACT_VERSION = 2
 TRAINING_SPLITS = ("det-train", "val1")
 
 
@@ -85,6 +86,23 @@ def cap_per_class(items: list[dict], limit: int) -> list[dict]:
         group.sort(key=lambda it: hashlib.sha1(it["image_id"].encode()).hexdigest())
         kept += group[:limit]
     return sorted(kept, key=lambda it: it["image_id"])
+
+
+def mixed_order(items: list[dict], seed: int) -> list[dict]:
+    """``items`` in a seeded order that ignores the folders: sorted by a hash of (seed, image id).
+
+    ImageNet's folders are one class each and listings come back sorted, so shards cut from a
+    sorted listing hold one class each and training streams see a class at a time (a classifier
+    on 800 class-sorted categories stayed at chance). Hashing mixes every shard across the whole
+    split, costs one sort in the driver however many images there are, and keeps shard contents
+    a pure function of the inputs, so that a re-run resumes the same shards. Training then
+    shuffles the shard order every epoch (``pipeline.train_stream``).
+    """
+
+    def key(it: dict) -> str:
+        return hashlib.sha1(f"{seed}:{it['image_id']}".encode()).hexdigest()
+
+    return sorted(items, key=key)
 
 
 def _params(split: str, cfg: ExtractConfig, windows: bool, items: list[dict]) -> dict:
@@ -202,6 +220,8 @@ def run_extract(
     items, problems = load_inputs(data, split)
     if split == "det-train":
         items = cap_per_class(items, cfg.train_images_per_class)
+    if windows or split == "cls":
+        items = mixed_order(items, cfg.seed) if cfg.shard_order == "mixed" else items
     sdir = split_dir(work, split)
     params = _params(split, cfg, windows, items)
     _check_params(sdir, params, overwrite)

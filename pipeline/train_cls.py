@@ -7,6 +7,8 @@ until detection fine-tuning. The result is ``WORK/models/cls.pt``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Collection
@@ -19,10 +21,12 @@ from pipeline.categories import read_categories
 from pipeline.category_sets import held_back
 from pipeline.checkpoints import load_state_dict, save_model
 from pipeline.models import CategoryMap, get_model, load_imagenet_weights
-from pipeline.train_data import cache_if_small, cls_dataset, part_files, to_input, total_bytes
+from pipeline.train_data import cls_arrays, held_out, part_files, to_input, worker_batch
+from pipeline.train_stream import ShardStream
 from schemas.config import ExtractConfig, TrainConfig, to_dict
 
 MODEL_NAME = "cls.pt"
+CLS_COLUMNS = ["wnid", "name", "size", "pixels"]
 
 
 def model_url(work: str, name: str) -> str:
@@ -42,20 +46,26 @@ def shard_params(urls: list[str]) -> dict:
 
 
 def classification_categories(
-    data: str, urls: list[str], exclude: Collection[str] = ()
-) -> tuple[CategoryMap, Counter]:
+    data: str, urls: list[str], exclude: Collection[str] = (), holdout_every: int = 0
+) -> tuple[CategoryMap, Counter, int]:
     """Detection categories in map_det order, then every other classification synset sorted;
-    ``exclude`` left out (and not counted).
+    ``exclude`` left out (and not counted). Also the number of training (not held-out) images.
 
     Raises ValueError for a detection category without classification images."""
     import pyarrow.parquet as pq
 
     counts: Counter = Counter()
+    n_train = 0
+    excluded = set(exclude)
     for url in urls:
         fs, path = storage.get_fs(url)
         with fs.open(path, "rb") as f:
-            counts.update(pq.read_table(f, columns=["wnid"]).column("wnid").to_pylist())
-    excluded = set(exclude)
+            t = pq.read_table(f, columns=["wnid", "name"]).to_pydict()
+        counts.update(t["wnid"])
+        n_train += sum(
+            w not in excluded and not held_out(n, holdout_every)
+            for w, n in zip(t["wnid"], t["name"], strict=True)
+        )
     for w in excluded:
         counts.pop(w, None)
     det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
@@ -66,24 +76,44 @@ def classification_categories(
             f"{', '.join(empty[:10])}"
         )
     others = sorted(set(counts) - set(det))
-    return CategoryMap(tuple(det + others)), counts
+    return CategoryMap(tuple(det + others)), counts, n_train
 
 
-def _accuracy(model, shard, size, mean, device, batch_size) -> float:
-    import torch.distributed as dist
+def count_correct(model, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
+    """(correct, total) of a batch as an int64 tensor on ``device``: no host sync per batch."""
+    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=False)
+    pred = model(x)[:, :k].argmax(1)
+    correct = (pred == batch["label"].to(device, non_blocking=True)).sum()
+    return torch.stack([correct, torch.tensor(len(pred), device=device)])
 
+
+def _accuracy(model, stream: ShardStream, k, size, mean, device, batch_size) -> float:
     model.eval()
-    counts = torch.zeros(2, dtype=torch.float64)
+    counts = torch.zeros(2, dtype=torch.int64, device=device)
     with torch.no_grad():
-        for batch in shard.iter_torch_batches(batch_size=batch_size):
-            x = to_input(batch["image"], size, mean, train=False).to(device)
-            k = trainer.unwrap(model).output.out_features - 1
-            pred = model(x)[:, :k].argmax(1).cpu()
-            counts += torch.tensor([(pred == batch["label"]).sum().item(), len(pred)])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(counts)
+        for batch in stream.in_order(batch_size):
+            counts += count_correct(model, batch, k, size, mean, device)
     model.train()
-    return float(counts[0] / max(counts[1], 1))
+    correct, total = trainer.all_reduce_sum(counts).tolist()
+    return correct / max(total, 1)
+
+
+def cls_step(model, optimizer, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
+    """One optimizer step on a batch; the loss stays on ``device`` (read once per epoch)."""
+    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=True)
+    loss = F.cross_entropy(model(x)[:, :k], batch["label"].to(device, non_blocking=True))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _streams(config: dict, cfg: TrainConfig, rank: int, world: int) -> tuple[ShardStream, ...]:
+    def stream(holdout: bool) -> ShardStream:
+        kwargs = {"rows": config["rows"], "holdout_every": cfg.holdout_every, "holdout": holdout}
+        return ShardStream(config["files"], CLS_COLUMNS, cls_arrays, kwargs, cfg.seed, rank, world)
+
+    return stream(False), stream(True)
 
 
 def cls_loop(config: dict) -> None:
@@ -99,34 +129,25 @@ def cls_loop(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
     start = trainer.restore(model, optimizer)
-    train, holdout = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("holdout")
-    rank = ray.train.get_context().get_world_rank()
-    iteration = start * config["batches_per_epoch"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    per_worker = worker_batch(cfg.batch_size, world)
+    train, holdout = _streams(config, cfg, rank, world)
+    steps = config["steps_per_epoch"]
     for epoch in range(start, cfg.epochs):
-        t0, seen, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
-        for batch in train.iter_torch_batches(
-            batch_size=cfg.batch_size, local_shuffle_buffer_size=4 * cfg.batch_size
-        ):
-            trainer.set_lr(optimizer, cfg, iteration)
-            x = to_input(batch["image"], size, mean, train=True).to(device)
-            loss = F.cross_entropy(model(x)[:, :k], batch["label"].to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            seen, loss_sum, batches, iteration = (
-                seen + len(x),
-                loss_sum + loss.item(),
-                batches + 1,
-                iteration + 1,
-            )
-        acc = _accuracy(model, holdout, size, mean, device, cfg.batch_size)
+        t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
+        batches = train.endless(per_worker, (epoch,), 4 * cfg.batch_size, "classification")
+        with contextlib.closing(batches):
+            for i, batch in enumerate(itertools.islice(batches, steps)):
+                trainer.set_lr(optimizer, cfg, epoch * steps + i)
+                loss_sum += cls_step(model, optimizer, batch, k, size, mean, device)
+        acc = _accuracy(model, holdout, k, size, mean, device, per_worker)
         metrics = {
             "epoch": epoch + 1,
-            "loss": loss_sum / max(batches, 1),
+            "loss": loss_sum.item() / steps,
             "holdout_accuracy": acc,
-            "images_per_s": seen
-            * ray.train.get_context().get_world_size()
-            / (time.perf_counter() - t0),
+            "images_per_s": steps * cfg.batch_size / (time.perf_counter() - t0),
+            "steps_per_epoch": steps,
             "resumed_from": start,
         }
         if rank == 0:
@@ -168,21 +189,22 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
         raise ValueError(
             f"classification shards are {ext.cls_size} px; {cfg.model} needs >= {size}"
         )
-    categories, counts = classification_categories(data, urls, held_back(data, cfg))
-    rows = {w: i for i, w in enumerate(categories.wnids)}
+    categories, counts, n_train = classification_categories(
+        data, urls, held_back(data, cfg), cfg.holdout_every
+    )
+    worker_batch(cfg.batch_size, cfg.workers)  # refuse a batch that does not split, before Ray
+    steps = n_train // cfg.batch_size
+    if steps == 0:
+        raise ValueError(f"{n_train} training images make no batch of {cfg.batch_size}")
     trainer.start_ray_for_training()
-    datasets = {
-        "train": cls_dataset(urls, rows, cfg.holdout_every, False),
-        "holdout": cls_dataset(urls, rows, cfg.holdout_every, True),
-    }
-    datasets = {k: cache_if_small(ds, total_bytes(urls)) for k, ds in datasets.items()}
-    n_train = sum(counts.values()) * (1 - 1 / cfg.holdout_every)
     config = {
         "cfg": cfg,
+        "files": urls,
+        "rows": {w: i for i, w in enumerate(categories.wnids)},
         "num_categories": categories.num_categories,
         "input_size": size,
         "mean": ext.pixel_mean,
-        "batches_per_epoch": int(n_train / cfg.batch_size / cfg.workers) + 1,
+        "steps_per_epoch": steps,
     }
     t0 = time.time()
     result = TorchTrainer(
@@ -190,7 +212,6 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
         train_loop_config=config,
         scaling_config=trainer.scaling_config(cfg),
         run_config=trainer.run_config(work, "cls", cfg.max_failures),
-        datasets=datasets,
     ).fit()
     state = trainer.final_state(result)
     model = get_model(cfg.model, categories.num_categories)

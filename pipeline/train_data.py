@@ -1,7 +1,8 @@
 """Training inputs streamed by Ray Data from the extraction shards into tensors.
 
 Classification images come from ``WORK/extract/cls/cls/``, windows from
-``WORK/extract/<split>/windows/``. 1 image in ``holdout_every`` (by a hash of its name) is held
+``WORK/extract/<split>/windows/``; ``pipeline.train_stream`` reads them, these functions decode
+them. 1 image in ``holdout_every`` (by a hash of its name) is held
 out to measure accuracy. Augmentation (random crop, mirror) happens on the worker, in torch.
 """
 
@@ -34,7 +35,7 @@ def read_parquet(urls: list[str], columns: list[str]):
     return ray.data.read_parquet(paths, filesystem=pa_fs, columns=columns)
 
 
-def _held_out(key: str, every: int) -> bool:
+def held_out(key: str, every: int) -> bool:
     return every > 0 and zlib.crc32(key.encode()) % every == 0
 
 
@@ -54,7 +55,7 @@ def cls_arrays(batch: dict, rows: dict[str, int], holdout_every: int, holdout: b
     keep = [
         i
         for i, (w, n) in enumerate(zip(batch["wnid"], batch["name"], strict=True))
-        if str(w) in rows and _held_out(str(n), holdout_every) == holdout
+        if str(w) in rows and held_out(str(n), holdout_every) == holdout
     ]
     return {
         "image": decode_pixels(
@@ -70,7 +71,7 @@ def window_arrays(
     keep = [
         i
         for i, (lb, img) in enumerate(zip(batch["label"], batch["image_id"], strict=True))
-        if str(lb) in labels and _held_out(str(img), holdout_every) == holdout
+        if str(lb) in labels and held_out(str(img), holdout_every) == holdout
     ]
     return {
         "image": decode_pixels(
@@ -82,55 +83,33 @@ def window_arrays(
     }
 
 
-def cls_dataset(urls: list[str], rows: dict[str, int], holdout_every: int, holdout: bool):
-    ds = read_parquet(urls, ["wnid", "name", "size", "pixels"])
-    return ds.map_batches(
-        cls_arrays, fn_kwargs={"rows": rows, "holdout_every": holdout_every, "holdout": holdout}
-    )
+def worker_batch(global_size: int, world: int, what: str = "batch_size") -> int:
+    """Rows per worker for a minibatch of ``global_size`` rows per optimizer step.
 
-
-def window_dataset(
-    urls: list[str], rows: dict[str, int], labels: set[str], holdout_every: int, holdout: bool
-):
-    ds = read_parquet(urls, ["image_id", "label", "size", "encoding", "pixels"])
-    return ds.map_batches(
-        window_arrays,
-        fn_kwargs={
-            "rows": rows,
-            "labels": labels,
-            "holdout_every": holdout_every,
-            "holdout": holdout,
-        },
-    )
-
-
-def total_bytes(urls: list[str]) -> int:
-    fs, _ = storage.get_fs(urls[0])
-    return sum(fs.size(storage.get_fs(u)[1]) for u in urls)
-
-
-def cache_if_small(ds, stored_bytes: int, share: float = 0.2):
-    """Materialise a dataset in the object store when it fits in ``share`` of it.
-
-    Decoded pixels are about as large as the stored ones (raw windows compress little), so
-    small datasets (the built-in one) are read and decoded once instead of every pass; large
-    ones (ImageNet windows) keep streaming.
-    """
-    import ray
-
-    capacity = ray.cluster_resources().get("object_store_memory", 0)
-    return ds.materialize() if stored_bytes * 1.5 < share * capacity else ds
+    Batch sizes in the configs are the paper's: per optimizer step, across all workers (DDP
+    averages the workers' gradients, so N workers x global/N rows make one step of the global
+    size). Steps per epoch therefore do not change with the worker count."""
+    if global_size % world:
+        raise ValueError(
+            f"{what} {global_size} (per optimizer step, all workers together) does not split "
+            f"evenly over {world} workers"
+        )
+    return global_size // world
 
 
 def to_input(
     images: torch.Tensor, size: int, mean, train: bool, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, size, size): crop (random or centre), mirror."""
+    """uint8 (B, H, W, 3) -> float (B, 3, size, size): crop (random or centre), mirror.
+
+    Runs on ``images``' device; the random draws come from ``generator`` (CPU) and only their
+    offsets and mask move, so a seed gives the same crops on CPU and GPU."""
     b, h, w, _ = images.shape
     if h > size or w > size:
         if train:
             oy = torch.randint(0, h - size + 1, (b,), generator=generator)
             ox = torch.randint(0, w - size + 1, (b,), generator=generator)
+            oy, ox = oy.tolist(), ox.tolist()
             images = torch.stack(
                 [images[i, oy[i] : oy[i] + size, ox[i] : ox[i] + size] for i in range(b)]
             )
@@ -139,10 +118,10 @@ def to_input(
             images = images[:, oy : oy + size, ox : ox + size]
     x = images.permute(0, 3, 1, 2).float()
     if train:
-        flip = torch.rand(b, generator=generator) < 0.5
-        x[flip] = x[flip].flip(3)
+        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
+        x = torch.where(flip, x.flip(3), x)
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x - mean_t) / PIXEL_SCALE
 
 
-__all__ = ["BACKGROUND", "cls_dataset", "window_dataset", "to_input", "part_files"]
+__all__ = ["BACKGROUND", "cls_arrays", "window_arrays", "to_input", "part_files"]

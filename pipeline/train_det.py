@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +23,13 @@ from pipeline.category_sets import held_back, set_b
 from pipeline.checkpoints import load_model, save_model
 from pipeline.layers import configure_trainable, parse_layers
 from pipeline.train_cls import MODEL_NAME, model_url, shard_params
-from pipeline.train_data import cache_if_small, part_files, to_input, total_bytes, window_dataset
+from pipeline.train_data import part_files, to_input, window_arrays, worker_batch
+from pipeline.train_stream import ShardStream
 from schemas.arrow import BACKGROUND
 from schemas.config import TrainConfig, to_dict
 
 TRAINING_SPLITS = ("det-train", "val1")
+WINDOW_COLUMNS = ["image_id", "label", "size", "encoding", "pixels"]
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -44,35 +47,60 @@ def _label_counts(urls: list[str]) -> Counter:
     return counts
 
 
-def _cycle(shard, batch_size: int, what: str):
-    while True:
-        empty = True
-        for batch in shard.iter_torch_batches(
-            batch_size=batch_size, drop_last=True, local_shuffle_buffer_size=8 * batch_size
-        ):
-            empty = False
-            yield batch
-        if empty:
-            raise RuntimeError(f"a training worker received no {what} windows")
+def count_fg_bg(model, batch: dict, cols, bg_row: int, size: int, mean, device) -> torch.Tensor:
+    """(right foreground-vs-background calls, total) of a batch, int64 on ``device``."""
+    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=False)
+    pred_bg = model(x)[:, cols].argmax(1) == len(cols) - 1
+    is_bg = batch["label"].to(device, non_blocking=True) == bg_row
+    return torch.stack([(pred_bg == is_bg).sum(), torch.tensor(len(is_bg), device=device)])
 
 
-def _fg_bg_accuracy(model, shard, cols, size, mean, device) -> float:
+def _fg_bg_accuracy(model, stream: ShardStream, cols, bg_row, size, mean, device) -> float:
     """Share of held-out windows whose foreground-vs-background call is right."""
-    import torch.distributed as dist
-
     model.eval()
-    counts = torch.zeros(2, dtype=torch.float64)
-    bg_col = len(cols) - 1
+    counts = torch.zeros(2, dtype=torch.int64, device=device)
     with torch.no_grad():
-        for batch in shard.iter_torch_batches(batch_size=256):
-            x = to_input(batch["image"], size, mean, train=False).to(device)
-            pred_bg = model(x)[:, cols].argmax(1).cpu() == bg_col
-            is_bg = batch["label"] == trainer.unwrap(model).output.out_features - 1
-            counts += torch.tensor([(pred_bg == is_bg).sum().item(), len(is_bg)])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(counts)
+        for batch in stream.in_order(256):
+            counts += count_fg_bg(model, batch, cols, bg_row, size, mean, device)
     model.train()
-    return float(counts[0] / max(counts[1], 1))
+    right, total = trainer.all_reduce_sum(counts).tolist()
+    return right / max(total, 1)
+
+
+def det_step(model, optimizer, freezer, fg: dict, bg: dict, cols, col_of_row, size, mean, device):
+    """One step on fg + bg windows; ``cols`` and ``col_of_row`` live on ``device``."""
+    images = torch.cat([fg["image"], bg["image"]]).to(device, non_blocking=True)
+    x = to_input(images, size, mean, train=True)
+    y = col_of_row[torch.cat([fg["label"], bg["label"]]).to(device, non_blocking=True)]
+    loss = F.cross_entropy(model(x)[:, cols], y)
+    optimizer.zero_grad()
+    loss.backward()
+    freezer.zero_grads()
+    optimizer.step()
+    freezer.restore()
+    return loss.detach()
+
+
+def _streams(config: dict, cfg: TrainConfig, rank: int, world: int) -> dict[str, ShardStream]:
+    fg = set(config["fg_labels"])
+    labels = {"fg": (fg, False), "bg": ({BACKGROUND}, False), "holdout": (fg | {BACKGROUND}, True)}
+    return {
+        name: ShardStream(
+            config["files"],
+            WINDOW_COLUMNS,
+            window_arrays,
+            {
+                "rows": config["rows"],
+                "labels": keep,
+                "holdout_every": cfg.holdout_every,
+                "holdout": holdout,
+            },
+            cfg.seed,
+            rank,
+            world,
+        )
+        for name, (keep, holdout) in labels.items()
+    }
 
 
 def det_loop(config: dict) -> None:
@@ -90,36 +118,34 @@ def det_loop(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
     start = trainer.restore(model, optimizer)
-    cols = torch.tensor(config["loss_rows"])
-    col_of_row = torch.full((bg + 1,), -1, dtype=torch.long)
-    col_of_row[cols] = torch.arange(len(cols))
+    cols = torch.tensor(config["loss_rows"], device=device)
+    col_of_row = torch.full((bg + 1,), -1, dtype=torch.long, device=device)
+    col_of_row[cols] = torch.arange(len(cols), device=device)
     size, mean = config["input_size"], config["mean"]
-    fg = _cycle(ray.train.get_dataset_shard("fg"), cfg.fg_per_batch, "foreground")
-    bgs = _cycle(ray.train.get_dataset_shard("bg"), cfg.bg_per_batch, "background")
-    holdout = ray.train.get_dataset_shard("holdout")
-    rank = ray.train.get_context().get_world_rank()
-    before = _fg_bg_accuracy(model, holdout, cols, size, mean, device) if start == 0 else None
-    t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    streams = _streams(config, cfg, rank, world)
+    n_fg = worker_batch(cfg.fg_per_batch, world, "fg_per_batch")
+    n_bg = worker_batch(cfg.bg_per_batch, world, "bg_per_batch")
+    # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
+    fg = streams["fg"].endless(n_fg, (0, start), 8 * cfg.fg_per_batch, "foreground")
+    bgs = streams["bg"].endless(n_bg, (1, start), 8 * cfg.bg_per_batch, "background")
+    accuracy = partial(_fg_bg_accuracy, model, streams["holdout"], cols, bg, size, mean, device)
+    before = accuracy() if start == 0 else None
+    t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
     for it in range(start, cfg.iterations):
-        a, b = next(fg), next(bgs)
-        x = to_input(torch.cat([a["image"], b["image"]]), size, mean, train=True).to(device)
-        y = col_of_row[torch.cat([a["label"], b["label"]])].to(device)
         trainer.set_lr(optimizer, cfg, it)
-        loss = F.cross_entropy(model(x)[:, cols.to(device)], y)
-        optimizer.zero_grad()
-        loss.backward()
-        freezer.zero_grads()
-        optimizer.step()
-        freezer.restore()
-        seen, loss_sum = seen + len(x), loss_sum + loss.item()
+        loss_sum += det_step(
+            model, optimizer, freezer, next(fg), next(bgs), cols, col_of_row, size, mean, device
+        )
         step = it + 1
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
-            world = ray.train.get_context().get_world_size()
-            rate = seen * world / (time.perf_counter() - t0)  # training only, not evaluation
-            acc = _fg_bg_accuracy(model, holdout, cols, size, mean, device)
+            windows = (step - start) * (cfg.fg_per_batch + cfg.bg_per_batch)
+            rate = windows / (time.perf_counter() - t0)  # training only, not evaluation
+            acc = accuracy()
             metrics = {
                 "iteration": step,
-                "loss": loss_sum / max(step - start, 1),
+                "loss": loss_sum.item() / max(step - start, 1),
                 "fg_bg_accuracy": acc,
                 "resumed_from": start,
                 "windows_per_s": rate,
@@ -134,6 +160,8 @@ def det_loop(config: dict) -> None:
                 )
             trainer.report(metrics, model, optimizer, step)
             trainer.maybe_fail(cfg, step, start)
+    fg.close()
+    bgs.close()
 
 
 def run_train_det(
@@ -175,18 +203,15 @@ def run_train_det(
     bg = categories.background_row
     trained_rows = [bg] + (categories.rows(trained) if "fcB" in layers else [])
     rows = {w: i for i, w in enumerate(categories.wnids)} | {BACKGROUND: bg}
+    worker_batch(cfg.fg_per_batch, cfg.workers, "fg_per_batch")  # refuse before Ray starts
+    worker_batch(cfg.bg_per_batch, cfg.workers, "bg_per_batch")
     trainer.start_ray_for_training()
-    fg_labels = set(trained)
-    stored = total_bytes(urls)
-    datasets = {
-        "fg": window_dataset(urls, rows, fg_labels, cfg.holdout_every, False),
-        "bg": window_dataset(urls, rows, {BACKGROUND}, cfg.holdout_every, False),
-        "holdout": window_dataset(urls, rows, fg_labels | {BACKGROUND}, cfg.holdout_every, True),
-    }
-    datasets = {k: cache_if_small(ds, stored) for k, ds in datasets.items()}
     config = {
         "cfg": cfg,
         "cls_url": cls_url,
+        "files": urls,
+        "rows": rows,
+        "fg_labels": sorted(trained),
         "trained_rows": trained_rows,
         "loss_rows": categories.rows(trained) + [bg],
         "input_size": size,
@@ -198,7 +223,6 @@ def run_train_det(
         train_loop_config=config,
         scaling_config=trainer.scaling_config(cfg),
         run_config=trainer.run_config(work, f"det-{name}", cfg.max_failures),
-        datasets=datasets,
     ).fit()
     state = trainer.final_state(result)
     model, _, _ = load_model(cls_url)

@@ -81,6 +81,16 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, iteration: int) -
         group["lr"] = cfg.lr * (0.1 ** (iteration // cfg.lr_step))
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the workers, in place, on ``t``'s device: keep metric tensors on the
+    worker's device, because NCCL (``--gpus``) reduces CUDA tensors only."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -148,7 +158,10 @@ def quiet_report_lines() -> None:
 def worker_setup(cfg: TrainConfig) -> torch.device:
     import ray.train.torch
 
+    from pipeline.train_stream import configure_worker_data
+
     quiet_report_lines()
+    configure_worker_data()
     torch.set_num_threads(1)  # one thread per worker was faster and steadier on 2 cores
     torch.manual_seed(cfg.seed + ray.train.get_context().get_world_rank())
     return ray.train.torch.get_device()

@@ -16,6 +16,9 @@ class ToyWorldConfig:
     leaf_categories: int = 0  # extra vocabulary with classification images only
     cls_images: int = 200  # per detection category
     leaf_cls_images: int = 10  # per leaf category (kept small: vocabulary scales to thousands)
+    # Each category's classification images: a seeded count in [n * (1 - spread), n], as in
+    # ImageNet (732 to 1,300 per class: spread 0.44). 0: exactly n.
+    class_count_spread: float = 0.0
     det_train_scenes: int = 200  # DET train scenes, objects of set B only
     val1_scenes: int = 300  # detection training scenes with every category (split val1)
     val2_scenes: int = 300  # evaluation scenes (split val2)
@@ -27,6 +30,8 @@ class ToyWorldConfig:
     def __post_init__(self) -> None:
         if self.det_categories < 2 or self.det_categories > 390:
             raise ValueError("det_categories must be within 2..390 (13 shapes x 5 patterns x 6)")
+        if not 0 <= self.class_count_spread < 1:
+            raise ValueError("class_count_spread must be within [0, 1)")
         if self.cls_format not in ("folders", "tars", "mixed"):
             raise ValueError(f"cls_format must be folders, tars or mixed, not {self.cls_format}")
         if min(self.cls_images, self.det_train_scenes, self.val1_scenes, self.val2_scenes) < 1:
@@ -53,6 +58,18 @@ TOYWORLD_SIZES: dict[str, dict[str, Any]] = {
         val2_scenes=150,
     ),
     "demo": {},
+    # Laid out like ImageNet: 200 categories (ILSVRC DET's count), classification images in
+    # class folders with ImageNet's spread of class counts, each class filling whole shards
+    # (>= 36 images vs the toyworld config's 32 per shard), DET train scenes in class folders.
+    "imagenet": dict(
+        det_categories=200,
+        cls_images=64,
+        class_count_spread=0.44,
+        cls_format="folders",
+        det_train_scenes=400,
+        val1_scenes=200,
+        val2_scenes=200,
+    ),
 }
 
 
@@ -81,6 +98,9 @@ class ExtractConfig:
     window_encoding: str = "raw"  # raw uint8 (exact) or jpeg (compact at 227 px)
     cls_size: int = 256  # classification images are stored resized to cls_size x cls_size
     shard_size: int = 64  # images per shard (one Ray task, one Parquet file per output)
+    # Training splits (cls, windows): "mixed" shards them in a seeded cross-class order; "sorted"
+    # keeps the listing's (class-by-class on ImageNet) order, for measuring what mixing buys.
+    shard_order: str = "mixed"
     train_images_per_class: int = 0  # det-train: at most this many images per synset; 0 = all
     max_pixels: int = 64_000_000  # decompression-bomb guard
     pixel_mean: tuple[float, float, float] = (123.68, 116.78, 103.94)  # RGB, fills outside
@@ -89,6 +109,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.ss_mode not in ("fast", "quality"):
             raise ValueError("ss_mode must be fast or quality")
+        if self.shard_order not in ("mixed", "sorted"):
+            raise ValueError("shard_order must be mixed or sorted")
         if self.window_encoding not in ("raw", "jpeg"):
             raise ValueError("window_encoding must be raw or jpeg")
         if self.window_size < 8 or self.shard_size < 1:
@@ -132,6 +154,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     epochs: int = 8  # train-cls
+    # Minibatch sizes are per optimizer step, all workers together (the paper's 128 = 32 fg +
+    # 96 bg): each of N workers takes 1/N of them, so steps per epoch do not depend on N.
     batch_size: int = 128  # train-cls
     holdout_every: int = 10  # 1 image in N (by hash of its name) is held out for accuracy
     iterations: int = 20_000  # train-det

@@ -74,10 +74,20 @@ def _in_tar(world: World, cat: ToyCategory) -> bool:
     return fmt == "tars" or (fmt == "mixed" and not cat.detection)
 
 
+def class_count(world: World, index: int) -> int:
+    """Classification images of category ``index``: seeded, within the configured spread."""
+    c = world.config
+    n = c.cls_images if world.vocab[index].detection else c.leaf_cls_images
+    if c.class_count_spread == 0:
+        return n
+    low = max(1, round(n * (1 - c.class_count_spread)))
+    return int(world.rng(5, index).integers(low, n + 1))
+
+
 def cls_task(world: World, index: int) -> Files:
     cat = world.vocab[index]
     c = world.config
-    n = c.cls_images if cat.detection else c.leaf_cls_images
+    n = class_count(world, index)
     images = []
     for j in range(n):
         rgb = classification_image(cat.look, world.rng(1, index, j), c.cls_size_min, c.cls_size_max)

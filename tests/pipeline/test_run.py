@@ -54,6 +54,22 @@ def test_the_ablation_reproduces_the_papers_ordering(quick_run):
         assert Path(work, f"evaluate/{name}/val2/ap.png").stat().st_size > 0
 
 
+def test_the_same_seed_gives_the_same_rows(quick_run, tmp_path):
+    """`lsda run --quick` again on the same inputs and seed: training, adaptation, detection
+    and evaluation from scratch. The extraction is copied, not redone (it is a pure function of
+    the inputs and settings; test_extract_stage checks its re-runs)."""
+    data, work, doc = quick_run
+    again = tmp_path / "work"
+    shutil.copytree(Path(work, "extract"), again / "extract")
+    second = run_pipeline(data, str(again), CONFIG, quick=True, progress=False)
+    keys = ("map_heldout", "map_trained", "map_all")
+    first_rows = [[r["name"], *(r[k] for k in keys)] for r in doc["rows"]]
+    second_rows = [[r["name"], *(r[k] for k in keys)] for r in second["rows"]]
+    print("run --quick twice, rows (name, held-out, trained, all):", first_rows, second_rows)
+    for a, b in zip(first_rows, second_rows, strict=True):
+        assert a[0] == b[0] and a[1:] == pytest.approx(b[1:], abs=0.001)  # 0.1 mAP points
+
+
 def test_report_page_and_charts(quick_run):
     _, work, _ = quick_run
     page = Path(work, "report/index.html").read_text()

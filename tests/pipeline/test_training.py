@@ -118,7 +118,7 @@ def test_bad_inputs_are_refused_before_training(trained, tmp_path):
 def test_a_category_without_images_is_refused(trained, tmp_path):
     data, _, _ = trained
     url = str(tmp_path / "part.parquet")
-    storage.write_table(url, pa.table({"wnid": ["n90000000"]}))
+    storage.write_table(url, pa.table({"wnid": ["n90000000"], "name": ["n90000000_1"]}))
     with pytest.raises(ValueError, match="no classification images for 5 detection categories"):
         classification_categories(data, [url])
 

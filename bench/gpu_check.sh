@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GPU check (one call, <= 6 minutes): on a machine with one GPU, Python 3.12 and torch,
+# after bench/gpu_bundle.sh made .gpu_bundle here:
+#   train-cls --gpus, train-det --gpus (1 worker each) on the small built-in world, then detect;
+#   prints GPU utilisation and memory (nvidia-smi, sampled every second) and the stages'
+#   throughput. Exit code: the first failing stage's.
+# Device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu_bundle"], timeout_s=420)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=.gpu_bundle
+SITE=/tmp/lsda-site
+T=${TMPDIR:-/tmp}/lsda-gpu
+rm -rf "$SITE" "$T" && mkdir -p "$SITE" "$T"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
+    "$B"/wheels/*.whl
+tar -C "$SITE" -xJf "$B/ray-site.tar.xz"
+tar -C "$T" -xJf "$B/world.tar.xz"
+export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
+DATA=$T/world/data WORK=$T/world/work
+python3 -c 'import torch, ray; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+    torch.cuda.get_device_name(0) if torch.cuda.is_available() else "", "ray", ray.__version__)'
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 \
+    >"$T/smi.csv" 2>/dev/null &
+SMI=$!
+trap 'kill $SMI 2>/dev/null || true' EXIT
+lsda() { python3 -m jobs.cli "$@"; }
+stage() {  # name, then the command: prints its wall time and the GPU's while it ran
+    local name=$1 start end; shift
+    start=$(wc -l <"$T/smi.csv")
+    local t0=$SECONDS
+    "$@" 2>&1 | grep -v "^\s*$" | tail -n 12
+    end=$(wc -l <"$T/smi.csv")
+    sed -n "$((start + 1)),${end}p" "$T/smi.csv" | awk -F', ' -v n="$name" -v s=$((SECONDS - t0)) '
+        {u += $1; if ($1 > umax) umax = $1; if ($2 > m) m = $2; k++}
+        END {printf "== %s: %d s, GPU utilisation mean %.0f%% max %d%%, memory max %d MiB\n",
+             n, s, (k ? u / k : 0), umax, m}'
+}
+COMMON=(--data "$DATA" --work "$WORK" --config configs/toyworld.yaml --workers 1 --gpus)
+stage train-cls lsda train-cls "${COMMON[@]}" --epochs 8
+stage train-det lsda train-det "${COMMON[@]}" --iterations 1000
+stage detect lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det-all-fcB.pt" \
+    --split val2
+python3 - "$WORK" <<'PY'
+import json, sys
+import torch
+from pipeline.checkpoints import load_payload
+work = sys.argv[1]
+for name in ("cls.pt", "det-all-fcB.pt"):
+    p = load_payload(f"{work}/models/{name}")
+    m = p.get("metrics", {})
+    keys = ("holdout_accuracy", "images_per_s", "fg_bg_accuracy", "windows_per_s")
+    print(name, {k: round(m[k], 3) for k in keys if k in m})
+    # a checkpoint written on the GPU loads on the CPU and on the GPU
+    for device in ("cpu", "cuda"):
+        torch.load(f"{work}/models/{name}", map_location=device, weights_only=True)
+print("checkpoints load on cpu and cuda")
+PY

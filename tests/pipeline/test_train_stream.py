@@ -1,0 +1,66 @@
+"""Training-input mixing: shard dealing per pass, the extraction's cross-class order, and the
+per-worker minibatch split (no Ray: pure functions)."""
+
+from collections import Counter
+
+import pytest
+
+from pipeline.extract_stage import mixed_order
+from pipeline.train_data import worker_batch
+from pipeline.train_stream import deal, pass_seed
+
+FILES = [f"part-{i:05d}.parquet" for i in range(10)]
+
+
+def test_every_pass_deals_each_shard_to_exactly_one_worker():
+    for key in range(5):
+        seed = pass_seed(0, key)
+        shares = [deal(FILES, r, 3, seed) for r in range(3)]
+        assert sorted(f for s in shares for f in s) == FILES
+        assert [len(s) for s in shares] == [4, 3, 3]
+
+
+def test_passes_differ_and_a_seed_repeats():
+    orders = {tuple(deal(FILES, 0, 1, pass_seed(0, key))) for key in range(6)}
+    assert len(orders) == 6  # a new order every pass
+    assert deal(FILES, 1, 2, pass_seed(7, 3)) == deal(FILES, 1, 2, pass_seed(7, 3))
+    assert deal(FILES, 1, 2, pass_seed(7, 3)) != deal(FILES, 1, 2, pass_seed(8, 3))
+
+
+def test_fewer_shards_than_workers_leaves_no_worker_empty():
+    assert all(deal(FILES[:2], r, 4, pass_seed(0, 0)) for r in range(4))
+    assert deal([], 0, 2) == []
+
+
+def test_mixed_order_spreads_a_class_sorted_listing_over_every_shard():
+    # ImageNet-like: 50 classes x 40 images, listed class by class
+    items = [{"image_id": f"n{c:08d}/n{c:08d}_{i}"} for c in range(50) for i in range(40)]
+    shard = 32
+    sorted_classes = [len({it["image_id"][:9] for it in items[i : i + shard]}) for i in (0, 320)]
+    assert max(sorted_classes) <= 2  # what training saw before: a class or two per shard
+    mixed = mixed_order(items, seed=0)
+    assert sorted(it["image_id"] for it in mixed) == sorted(it["image_id"] for it in items)
+    per_shard = [
+        len({it["image_id"][:9] for it in mixed[i : i + shard]})
+        for i in range(0, 2000 - shard + 1, shard)
+    ]
+    assert min(per_shard) >= 15  # 32 draws from 50 equal classes: ~24 distinct on average
+    assert mixed_order(items, seed=0) == mixed
+    assert mixed_order(items, seed=1) != mixed
+
+
+def test_minibatches_are_per_optimizer_step():
+    assert worker_batch(128, 1) == 128 and worker_batch(128, 2) == 64
+    assert worker_batch(96, 4, "bg_per_batch") == 24
+    with pytest.raises(ValueError, match="bg_per_batch 96 .* 5 workers"):
+        worker_batch(96, 5, "bg_per_batch")
+
+
+def test_mixed_order_keeps_class_shares_in_every_part():
+    items = [{"image_id": f"a/{i}"} for i in range(500)] + [
+        {"image_id": f"b/{i}"} for i in range(500)
+    ]
+    halves = mixed_order(items, 3)[:500], mixed_order(items, 3)[500:]
+    for half in halves:
+        share = Counter(it["image_id"][0] for it in half)["a"] / 500
+        assert 0.4 < share < 0.6
