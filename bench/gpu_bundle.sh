@@ -18,18 +18,18 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manyl
     manylinux2014_x86_64 manylinux1_x86_64 any; do platforms+=(--platform "$p"); done
 download() {
     "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp "${platforms[@]}" -d "$1" "${@:2}"
+        --implementation cp "${platforms[@]}" -c constraints.txt -d "$1" "${@:2}"
 }
 download "$OUT/tmp" ray==2.60.0
-# What ray[default,data,train] 2.60 needs beyond that image (its package list: device/KINDS.md).
+# What ray[default,data,train] 2.60 needs beyond that image (its package list: device/KINDS.md),
+# at the versions of constraints.txt. Not s3fs: the check reads local paths only.
 download "$OUT/wheels" jsonschema referencing rpds-py jsonschema-specifications \
     pydantic pydantic-core annotated-types typing-inspection \
     opencensus opencensus-context google-api-core googleapis-common-protos proto-plus \
     google-auth cachetools pyasn1-modules pyasn1 rsa \
     opentelemetry-api opentelemetry-sdk opentelemetry-exporter-prometheus \
     opentelemetry-proto opentelemetry-semantic-conventions importlib-metadata \
-    aiohttp-cors colorful smart-open tensorboardX py-spy virtualenv distlib platformdirs \
-    s3fs aiobotocore botocore jmespath aioitertools
+    aiohttp-cors colorful smart-open tensorboardX
 # Ray's wheel without its Java jars and the dashboard's web build (the dashboard still wants
 # an empty build/static folder, or it refuses to start).
 whl=$(ls "$OUT"/tmp/ray-2.60.0-*.whl)

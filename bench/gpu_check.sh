@@ -24,16 +24,18 @@ nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits
 SMI=$!
 trap 'kill $SMI 2>/dev/null || true' EXIT
 lsda() { python3 -m jobs.cli "$@"; }
-stage() {  # name, then the command: prints its wall time and the GPU's while it ran
-    local name=$1 start end; shift
-    start=$(wc -l <"$T/smi.csv")
-    local t0=$SECONDS
-    "$@" 2>&1 | grep -v "^\s*$" | tail -n 12
-    end=$(wc -l <"$T/smi.csv")
-    sed -n "$((start + 1)),${end}p" "$T/smi.csv" | awk -F', ' -v n="$name" -v s=$((SECONDS - t0)) '
+stage() {  # name, then the command: its last lines, wall time and the GPU while it ran
+    local name=$1 first t0 rc=0
+    shift
+    first=$(wc -l <"$T/smi.csv")
+    t0=$SECONDS
+    "$@" >"$T/$name.log" 2>&1 || rc=$?
+    grep -v '^\s*$' "$T/$name.log" | tail -n 12 || true
+    tail -n +"$((first + 1))" "$T/smi.csv" | awk -F', ' -v n="$name" -v s=$((SECONDS - t0)) '
         {u += $1; if ($1 > umax) umax = $1; if ($2 > m) m = $2; k++}
         END {printf "== %s: %d s, GPU utilisation mean %.0f%% max %d%%, memory max %d MiB\n",
              n, s, (k ? u / k : 0), umax, m}'
+    [ "$rc" -eq 0 ] || { echo "== $name failed (exit $rc)"; exit "$rc"; }
 }
 COMMON=(--data "$DATA" --work "$WORK" --config configs/toyworld.yaml --workers 1 --gpus)
 stage train-cls lsda train-cls "${COMMON[@]}" --epochs 8

@@ -38,6 +38,14 @@ class RowFreezer:
         self.weight = layer.weight.detach()[mask].clone()
         self.bias = layer.bias.detach()[mask].clone()
 
+    def to(self, device: torch.device) -> RowFreezer:
+        """Keep the mask and the saved rows on the model's device: no host copy every step
+        (the rows of thousands of categories are large)."""
+        self.frozen, self.weight, self.bias = (
+            t.to(device) for t in (self.frozen, self.weight, self.bias)
+        )
+        return self
+
     def zero_grads(self) -> None:
         for p in (self.layer.weight, self.layer.bias):
             if p.grad is not None:

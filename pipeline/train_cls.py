@@ -8,6 +8,7 @@ until detection fine-tuning. The result is ``WORK/models/cls.pt``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import time
 from collections import Counter
@@ -192,10 +193,13 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
     categories, counts, n_train = classification_categories(
         data, urls, held_back(data, cfg), cfg.holdout_every
     )
+    if n_train < cfg.workers:
+        raise ValueError(f"{n_train} training images for {cfg.workers} workers")
+    if n_train < cfg.batch_size:  # a tiny dataset: one step per epoch over all of it
+        print(f"train-cls: {n_train} training images, fewer than batch_size {cfg.batch_size}")
+        cfg = dataclasses.replace(cfg, batch_size=n_train - n_train % cfg.workers)
     worker_batch(cfg.batch_size, cfg.workers)  # refuse a batch that does not split, before Ray
     steps = n_train // cfg.batch_size
-    if steps == 0:
-        raise ValueError(f"{n_train} training images make no batch of {cfg.batch_size}")
     trainer.start_ray_for_training()
     config = {
         "cfg": cfg,

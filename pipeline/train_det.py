@@ -115,7 +115,8 @@ def det_loop(config: dict) -> None:
         model.output.weight[bg] = 0
         model.output.bias[bg] = 0
     freezer = configure_trainable(model, parse_layers(cfg.train_layers), config["trained_rows"])
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(model)  # moves it to ``device``
+    freezer.to(device)
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
     start = trainer.restore(model, optimizer)
     cols = torch.tensor(config["loss_rows"], device=device)

@@ -21,6 +21,7 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from pipeline import storage
 
@@ -109,28 +110,38 @@ class ShardStream:
     def one_pass(
         self, batch_size: int, key: tuple[int, ...], shuffle_buffer: int
     ) -> Iterator[dict]:
-        """Batches (CPU tensors) of one seeded pass over this worker's share: drop_last, so
-        every batch has ``batch_size`` rows."""
+        """Batches (CPU tensors) of one seeded pass over this worker's share; the last one may
+        be short."""
         files = deal(self.files, self.rank, self.world, pass_seed(self.seed, *key))
         ds = shard_dataset(files, self.columns, self.decode, self.decode_kwargs)
         yield from ds.iter_torch_batches(
             batch_size=batch_size,
-            drop_last=True,
             device="cpu",
-            local_shuffle_buffer_size=shuffle_buffer,
+            local_shuffle_buffer_size=max(shuffle_buffer, batch_size),
             local_shuffle_seed=pass_seed(self.seed, *key, self.rank),
             prefetch_batches=2,
         )
 
     def endless(self, batch_size: int, key: tuple[int, ...], shuffle_buffer: int, what: str):
-        """Passes ``(*key, 0)``, ``(*key, 1)``, ... back to back; raises if a pass is empty
-        (a worker with no data would otherwise hang its peers in the next all-reduce)."""
+        """Batches of exactly ``batch_size`` rows from passes ``(*key, 0)``, ``(*key, 1)``, ...
+        back to back. A pass's short last batch is joined to the next pass's, so no row is
+        dropped and a share smaller than a batch still makes batches. Raises if a pass is
+        empty (a worker with no data would otherwise hang its peers in the next all-reduce)."""
+        carry: dict | None = None
         for n in itertools.count():
-            empty = True
+            rows = 0
             for batch in self.one_pass(batch_size, (*key, n), shuffle_buffer):
-                empty = False
-                yield batch
-            if empty:
+                rows += len(batch["label"])
+                if len(batch["label"]) == batch_size:
+                    yield batch
+                    continue
+                if carry is not None:  # a short batch: the pass's last
+                    batch = {k: torch.cat([carry[k], batch[k]]) for k in batch}
+                if len(batch["label"]) >= batch_size:
+                    yield {k: v[:batch_size] for k, v in batch.items()}
+                    batch = {k: v[batch_size:] for k, v in batch.items()}
+                carry = batch if len(batch["label"]) else None
+            if rows == 0:
                 raise RuntimeError(
                     f"training worker {self.rank} received no {what} rows from "
                     f"{len(self.files)} shards"

@@ -52,6 +52,8 @@ def test_a_detection_step_and_its_metric_run_on_the_models_device(model):
     cpu_model = get_model("smallcnn", K)
     freezer = configure_trainable(cpu_model, parse_layers("all+fcB"), [0, 1, 2, K])
     model = cpu_model.to(META)
+    freezer.to(META)
+    assert freezer.weight.device == META and freezer.frozen.device == META
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
     cols = torch.tensor([0, 1, 2, K], device=META)
     col_of_row = torch.full((K + 1,), -1, dtype=torch.long, device=META)

@@ -1,13 +1,15 @@
 """Training-input mixing: shard dealing per pass, the extraction's cross-class order, and the
 per-worker minibatch split (no Ray: pure functions)."""
 
+import itertools
 from collections import Counter
 
 import pytest
+import torch
 
 from pipeline.extract_stage import mixed_order
 from pipeline.train_data import worker_batch
-from pipeline.train_stream import deal, pass_seed
+from pipeline.train_stream import ShardStream, deal, pass_seed
 
 FILES = [f"part-{i:05d}.parquet" for i in range(10)]
 
@@ -64,3 +66,35 @@ def test_mixed_order_keeps_class_shares_in_every_part():
     for half in halves:
         share = Counter(it["image_id"][0] for it in half)["a"] / 500
         assert 0.4 < share < 0.6
+
+
+class _FakePasses(ShardStream):
+    """Passes of batches with the given sizes, labels numbering the rows."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        super().__init__(["part"], [], None, {}, 0, 0, 1)
+        self.sizes, self.next_row = sizes, 0
+
+    def one_pass(self, batch_size, key, shuffle_buffer):
+        for n in self.sizes:
+            yield {"label": torch.arange(self.next_row, self.next_row + n)}
+            self.next_row += n
+
+
+def test_a_passs_short_last_batch_joins_the_next_pass():
+    stream = _FakePasses([4, 4, 3])  # 11 rows a pass, batches of 4
+    batches = list(itertools.islice(stream.endless(4, (0,), 8, "test"), 8))
+    assert all(len(b["label"]) == 4 for b in batches)
+    seen = torch.cat([b["label"] for b in batches]).tolist()
+    assert sorted(seen) == list(range(32))  # none twice, none dropped (row 32 is carried)
+
+
+def test_a_share_smaller_than_a_batch_still_makes_batches():
+    stream = _FakePasses([3])
+    batches = list(itertools.islice(stream.endless(8, (0,), 8, "test"), 3))
+    assert [len(b["label"]) for b in batches] == [8, 8, 8]
+
+
+def test_an_empty_share_raises_instead_of_hanging_the_other_workers():
+    with pytest.raises(RuntimeError, match="received no test rows"):
+        next(_FakePasses([]).endless(4, (0,), 8, "test"))
