@@ -37,20 +37,15 @@ mkdir "$OUT/tmp/ray" && (cd "$OUT/tmp/ray" && unzip -q "../$(basename "$whl")")
 rm -rf "$OUT"/tmp/ray/ray/jars "$OUT"/tmp/ray/ray/dashboard/client/build
 mkdir -p "$OUT"/tmp/ray/ray/dashboard/client/build/static
 tar -C "$OUT/tmp/ray" -cJf "$OUT/ray-site.tar.xz" .
-# A small world, extracted here.
-"$PY" - <<'PY'
-from pipeline.extract_stage import run_extract
-from pipeline.ray_env import start_local_ray
-from pipeline.toyworld.generate import generate
-from schemas.config import ExtractConfig, load_section, toyworld_config
-
-data, work = ".gpu_bundle/tmp/world/data", ".gpu_bundle/tmp/world/work"
-generate(data, toyworld_config("quick", seed=0), workers=2, progress=False)
-ext = load_section("configs/toyworld.yaml", "extract", ExtractConfig, window_encoding="jpeg")
-start_local_ray()
-for split in ("cls", "det-train", "val1", "val2"):
-    run_extract(data, work, split, ext, progress=False)
-PY
+# A small world, extracted here (one local Ray instance per command: about a minute in all).
+LSDA=$(dirname "$PY")/lsda
+W=$OUT/tmp/world
+"$LSDA" toyworld --out "$W/data" --size quick --seed 0 --no-progress >/dev/null
+for split in cls det-train val1 val2; do
+    "$LSDA" extract --data "$W/data" --work "$W/work" --split "$split" \
+        --config configs/toyworld.yaml --window-encoding jpeg --no-progress | tail -n 1
+done
+rm -rf "$W/data/CLS" "$W/data/ILSVRC2013_DET_train"  # read only by extraction, done here
 tar -C "$OUT/tmp" -cJf "$OUT/world.tar.xz" world
 rm -rf "$OUT/tmp"
 du -sh "$OUT" "$OUT"/*

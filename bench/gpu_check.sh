@@ -15,7 +15,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
     "$B"/wheels/*.whl
 tar -C "$SITE" -xJf "$B/ray-site.tar.xz"
 tar -C "$T" -xJf "$B/world.tar.xz"
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
+export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
 DATA=$T/world/data WORK=$T/world/work
 python3 -c 'import torch, ray; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "", "ray", ray.__version__)'

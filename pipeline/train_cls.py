@@ -22,12 +22,11 @@ from pipeline.categories import read_categories
 from pipeline.category_sets import held_back
 from pipeline.checkpoints import load_state_dict, save_model
 from pipeline.models import CategoryMap, get_model, load_imagenet_weights
-from pipeline.train_data import cls_arrays, held_out, part_files, to_input, worker_batch
+from pipeline.train_data import CLS_READER, held_out, part_files, to_input, worker_batch
 from pipeline.train_stream import ShardStream
 from schemas.config import ExtractConfig, TrainConfig, to_dict
 
 MODEL_NAME = "cls.pt"
-CLS_COLUMNS = ["wnid", "name", "size", "pixels"]
 
 
 def model_url(work: str, name: str) -> str:
@@ -112,7 +111,7 @@ def cls_step(model, optimizer, batch: dict, k: int, size: int, mean, device) -> 
 def _streams(config: dict, cfg: TrainConfig, rank: int, world: int) -> tuple[ShardStream, ...]:
     def stream(holdout: bool) -> ShardStream:
         kwargs = {"rows": config["rows"], "holdout_every": cfg.holdout_every, "holdout": holdout}
-        return ShardStream(config["files"], CLS_COLUMNS, cls_arrays, kwargs, cfg.seed, rank, world)
+        return ShardStream(config["files"], CLS_READER, kwargs, cfg.seed, rank, world)
 
     return stream(False), stream(True)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline import storage
+from pipeline.train_stream import RowReader
 from schemas.arrow import BACKGROUND
 
 PIXEL_SCALE = 64.0  # (x - mean) / 64 puts uint8 images in roughly [-2, 2]
@@ -51,36 +52,42 @@ def decode_pixels(pixels, sizes, encodings=None) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
 
 
-def cls_arrays(batch: dict, rows: dict[str, int], holdout_every: int, holdout: bool) -> dict:
-    keep = [
+def cls_keep(batch: dict, rows: dict[str, int], holdout_every: int, holdout: bool, **_) -> list:
+    """Indices of the rows of ``batch`` (metadata columns) that this stream takes."""
+    return [
         i
         for i, (w, n) in enumerate(zip(batch["wnid"], batch["name"], strict=True))
         if str(w) in rows and held_out(str(n), holdout_every) == holdout
     ]
+
+
+def cls_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
+    """Every row of ``batch`` (already selected by ``cls_keep``) decoded and labelled."""
     return {
-        "image": decode_pixels(
-            [batch["pixels"][i] for i in keep], [batch["size"][i] for i in keep]
-        ),
-        "label": np.array([rows[str(batch["wnid"][i])] for i in keep], np.int64),
+        "image": decode_pixels(batch["pixels"], batch["size"]),
+        "label": np.array([rows[str(w)] for w in batch["wnid"]], np.int64),
     }
 
 
-def window_arrays(
-    batch: dict, rows: dict[str, int], labels: set[str], holdout_every: int, holdout: bool
-) -> dict:
-    keep = [
+def window_keep(batch: dict, labels: set[str], holdout_every: int, holdout: bool, **_) -> list[int]:
+    return [
         i
         for i, (lb, img) in enumerate(zip(batch["label"], batch["image_id"], strict=True))
         if str(lb) in labels and held_out(str(img), holdout_every) == holdout
     ]
+
+
+def window_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
     return {
-        "image": decode_pixels(
-            [batch["pixels"][i] for i in keep],
-            [batch["size"][i] for i in keep],
-            [batch["encoding"][i] for i in keep],
-        ),
-        "label": np.array([rows[str(batch["label"][i])] for i in keep], np.int64),
+        "image": decode_pixels(batch["pixels"], batch["size"], batch["encoding"]),
+        "label": np.array([rows[str(lb)] for lb in batch["label"]], np.int64),
     }
+
+
+CLS_READER = RowReader(("wnid", "name", "size", "pixels"), cls_keep, cls_arrays)
+WINDOW_READER = RowReader(
+    ("image_id", "label", "size", "encoding", "pixels"), window_keep, window_arrays
+)
 
 
 def worker_batch(global_size: int, world: int, what: str = "batch_size") -> int:

@@ -23,13 +23,13 @@ from pipeline.category_sets import held_back, set_b
 from pipeline.checkpoints import load_model, save_model
 from pipeline.layers import configure_trainable, parse_layers
 from pipeline.train_cls import MODEL_NAME, model_url, shard_params
-from pipeline.train_data import part_files, to_input, window_arrays, worker_batch
-from pipeline.train_stream import ShardStream
+from pipeline.train_data import WINDOW_READER, part_files, to_input, worker_batch
+from pipeline.train_stream import ShardStream, split_minibatches, take_rows
 from schemas.arrow import BACKGROUND
 from schemas.config import TrainConfig, to_dict
 
 TRAINING_SPLITS = ("det-train", "val1")
-WINDOW_COLUMNS = ["image_id", "label", "size", "encoding", "pixels"]
+HOLDOUT_WINDOWS = 2048  # per worker: the fg-vs-bg accuracy's sample, held in memory
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -55,13 +55,15 @@ def count_fg_bg(model, batch: dict, cols, bg_row: int, size: int, mean, device) 
     return torch.stack([(pred_bg == is_bg).sum(), torch.tensor(len(is_bg), device=device)])
 
 
-def _fg_bg_accuracy(model, stream: ShardStream, cols, bg_row, size, mean, device) -> float:
-    """Share of held-out windows whose foreground-vs-background call is right."""
+def _fg_bg_accuracy(model, sample: dict | None, cols, bg_row, size, mean, device) -> float:
+    """Share of the held-out sample's windows whose foreground-vs-background call is right."""
     model.eval()
     counts = torch.zeros(2, dtype=torch.int64, device=device)
+    n = 0 if sample is None else len(sample["label"])
     with torch.no_grad():
-        for batch in stream.in_order(256):
-            counts += count_fg_bg(model, batch, cols, bg_row, size, mean, device)
+        for i in range(0, n, 256):
+            chunk = {k: v[i : i + 256] for k, v in sample.items()}
+            counts += count_fg_bg(model, chunk, cols, bg_row, size, mean, device)
     model.train()
     right, total = trainer.all_reduce_sum(counts).tolist()
     return right / max(total, 1)
@@ -82,24 +84,22 @@ def det_step(model, optimizer, freezer, fg: dict, bg: dict, cols, col_of_row, si
 
 
 def _streams(config: dict, cfg: TrainConfig, rank: int, world: int) -> dict[str, ShardStream]:
-    fg = set(config["fg_labels"])
-    labels = {"fg": (fg, False), "bg": ({BACKGROUND}, False), "holdout": (fg | {BACKGROUND}, True)}
+    labels = set(config["fg_labels"]) | {BACKGROUND}
     return {
         name: ShardStream(
             config["files"],
-            WINDOW_COLUMNS,
-            window_arrays,
+            WINDOW_READER,
             {
                 "rows": config["rows"],
-                "labels": keep,
+                "labels": labels,
                 "holdout_every": cfg.holdout_every,
-                "holdout": holdout,
+                "holdout": name == "holdout",
             },
             cfg.seed,
             rank,
             world,
         )
-        for name, (keep, holdout) in labels.items()
+        for name in ("train", "holdout")
     }
 
 
@@ -128,16 +128,19 @@ def det_loop(config: dict) -> None:
     streams = _streams(config, cfg, rank, world)
     n_fg = worker_batch(cfg.fg_per_batch, world, "fg_per_batch")
     n_bg = worker_batch(cfg.bg_per_batch, world, "bg_per_batch")
-    # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
-    fg = streams["fg"].endless(n_fg, (0, start), 8 * cfg.fg_per_batch, "foreground")
-    bgs = streams["bg"].endless(n_bg, (1, start), 8 * cfg.bg_per_batch, "background")
-    accuracy = partial(_fg_bg_accuracy, model, streams["holdout"], cols, bg, size, mean, device)
+    # read before the training stream starts: the two never compete for the free CPUs
+    sample = take_rows(streams["holdout"].in_order(256), HOLDOUT_WINDOWS)
+    accuracy = partial(_fg_bg_accuracy, model, sample, cols, bg, size, mean, device)
     before = accuracy() if start == 0 else None
+    # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
+    per_step = n_fg + n_bg
+    stream = streams["train"].endless(per_step, (start,), 8 * per_step, "training window")
+    minibatches = split_minibatches(stream, bg, n_fg, n_bg, cap=8 * per_step)
     t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
     for it in range(start, cfg.iterations):
         trainer.set_lr(optimizer, cfg, it)
         loss_sum += det_step(
-            model, optimizer, freezer, next(fg), next(bgs), cols, col_of_row, size, mean, device
+            model, optimizer, freezer, *next(minibatches), cols, col_of_row, size, mean, device
         )
         step = it + 1
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
@@ -161,8 +164,7 @@ def det_loop(config: dict) -> None:
                 )
             trainer.report(metrics, model, optimizer, step)
             trainer.maybe_fail(cfg, step, start)
-    fg.close()
-    bgs.close()
+    stream.close()
 
 
 def run_train_det(

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.extract_stage import load_inputs, run_extract
 from pipeline.toyworld.generate import generate
-from pipeline.train_cls import CLS_COLUMNS, classification_categories, run_train_cls
-from pipeline.train_data import cls_arrays, part_files
+from pipeline.train_cls import classification_categories, run_train_cls
+from pipeline.train_data import CLS_READER, part_files
 from pipeline.train_stream import ShardStream, configure_worker_data
 from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
 
@@ -48,7 +48,7 @@ def test_the_first_minibatches_hold_many_classes(sorted_world):
     configure_worker_data()
     kwargs = {"rows": rows, "holdout_every": CLS.holdout_every, "holdout": False}
     for rank in range(2):  # each of 2 workers: its first 3 minibatches of 64
-        stream = ShardStream(files, CLS_COLUMNS, cls_arrays, kwargs, 0, rank, 2)
+        stream = ShardStream(files, CLS_READER, kwargs, 0, rank, 2)
         batches = stream.endless(64, (0,), 4 * 128, "classification")
         for batch in itertools.islice(batches, 3):
             assert len(set(batch["label"].tolist())) >= 40  # 64 draws of 200 classes: ~55

@@ -9,7 +9,7 @@ import torch
 
 from pipeline.extract_stage import mixed_order
 from pipeline.train_data import worker_batch
-from pipeline.train_stream import ShardStream, deal, pass_seed
+from pipeline.train_stream import ShardStream, deal, pass_seed, split_minibatches, take_rows
 
 FILES = [f"part-{i:05d}.parquet" for i in range(10)]
 
@@ -72,7 +72,7 @@ class _FakePasses(ShardStream):
     """Passes of batches with the given sizes, labels numbering the rows."""
 
     def __init__(self, sizes: list[int]) -> None:
-        super().__init__(["part"], [], None, {}, 0, 0, 1)
+        super().__init__(["part"], None, {}, 0, 0, 1)
         self.sizes, self.next_row = sizes, 0
 
     def one_pass(self, batch_size, key, shuffle_buffer):
@@ -98,3 +98,30 @@ def test_a_share_smaller_than_a_batch_still_makes_batches():
 def test_an_empty_share_raises_instead_of_hanging_the_other_workers():
     with pytest.raises(RuntimeError, match="received no test rows"):
         next(_FakePasses([]).endless(4, (0,), 8, "test"))
+
+
+def test_one_stream_splits_into_fg_and_bg_minibatches():
+    bg_row = 9
+    labels = torch.tensor([0, 9, 9, 9, 1, 9, 9, 9, 9, 2] * 20)  # 30% foreground
+    stream = ({"label": labels[i : i + 16], "image": labels[i : i + 16]} for i in range(0, 200, 16))
+    steps = list(split_minibatches(stream, bg_row, 4, 12, cap=64))
+    assert len(steps) == 140 // 12  # background runs out first here
+    for fg, bg in steps:
+        assert len(fg["label"]) == 4 and (fg["label"] != bg_row).all()
+        assert len(bg["label"]) == 12 and (bg["label"] == bg_row).all()
+        assert torch.equal(fg["image"], fg["label"])  # columns stay aligned
+
+
+def test_take_rows_stops_early_and_closes():
+    closed = []
+
+    def batches():
+        try:
+            for i in range(100):
+                yield {"label": torch.arange(i * 10, i * 10 + 10)}
+        finally:
+            closed.append(True)
+
+    got = take_rows(batches(), 25)
+    assert got["label"].tolist() == list(range(25)) and closed == [True]
+    assert take_rows(iter(()), 5) is None
