@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+
 import cv2
 import numpy as np
+
+
+@functools.cache
+def _libc():
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def seed_opencv_rand(seed: int = 0) -> None:
+    """Seed the C library's ``rand()``, which OpenCV's selective search draws its region
+    ranking from (not from ``cv2.setRNGSeed``'s generator). Unseeded, a worker process's
+    proposals for an image depended on the images it had processed before, so two extractions
+    of the same data differed. Process-wide state: our extraction tasks and scoring actors run
+    one image at a time per process."""
+    libc = _libc()
+    if libc is not None:
+        libc.srand(seed)
 
 
 def selective_search(
@@ -34,6 +55,7 @@ def selective_search(
         ss.switchToSelectiveSearchQuality()
     else:
         raise ValueError(f"selective search mode must be fast or quality, not {mode!r}")
+    seed_opencv_rand()  # proposals: a function of the image alone
     rects = ss.process().astype(np.float64)
     if len(rects) == 0:
         return np.zeros((0, 4), np.float32)
