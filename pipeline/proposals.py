@@ -38,7 +38,8 @@ def selective_search(
 
     The image is resized to ``resize_width`` (0 keeps it as is) as in R-CNN's release; boxes
     smaller than ``min_size`` on either side (original pixels) and duplicates are dropped, and
-    the first ``max_boxes`` in selective search's own ranking are kept.
+    the first ``max_boxes`` in selective search's own ranking are kept, returned in coordinate
+    order.
     """
     h, w = image_rgb.shape[:2]
     scale = resize_width / w if resize_width else 1.0
@@ -70,4 +71,8 @@ def selective_search(
     )
     boxes = boxes[keep]
     _, first = np.unique(boxes, axis=0, return_index=True)  # duplicates: keep the best-ranked
-    return boxes[np.sort(first)][:max_boxes].astype(np.float32)
+    kept = boxes[np.sort(first)][:max_boxes]
+    # In a Ray worker other threads share rand() with OpenCV, so the ranking (and, past
+    # max_boxes, the kept set) still varies from run to run; in coordinate order, a set that
+    # fits under max_boxes comes out the same every time.
+    return kept[np.lexsort(kept.T[::-1])].astype(np.float32)
