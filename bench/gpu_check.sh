@@ -43,7 +43,7 @@ stage train-det lsda train-det "${COMMON[@]}" --iterations 1000
 stage detect lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det-all-fcB.pt" \
     --split val2
 python3 - "$WORK" <<'PY'
-import json, sys
+import sys
 import torch
 from pipeline.checkpoints import load_payload
 work = sys.argv[1]

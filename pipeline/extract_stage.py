@@ -220,8 +220,8 @@ def run_extract(
     items, problems = load_inputs(data, split)
     if split == "det-train":
         items = cap_per_class(items, cfg.train_images_per_class)
-    if windows or split == "cls":
-        items = mixed_order(items, cfg.seed) if cfg.shard_order == "mixed" else items
+    if (windows or split == "cls") and cfg.shard_order == "mixed":
+        items = mixed_order(items, cfg.seed)
     sdir = split_dir(work, split)
     params = _params(split, cfg, windows, items)
     _check_params(sdir, params, overwrite)

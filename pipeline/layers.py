@@ -46,15 +46,21 @@ class RowFreezer:
         )
         return self
 
+    def _follow_layer(self) -> None:
+        if self.weight.device != self.layer.weight.device:  # the model moved: once
+            self.to(self.layer.weight.device)
+
     def zero_grads(self) -> None:
+        self._follow_layer()
         for p in (self.layer.weight, self.layer.bias):
             if p.grad is not None:
                 p.grad[self.frozen] = 0
 
     @torch.no_grad()
     def restore(self) -> None:
-        self.layer.weight[self.frozen] = self.weight.to(self.layer.weight.device)
-        self.layer.bias[self.frozen] = self.bias.to(self.layer.bias.device)
+        self._follow_layer()
+        self.layer.weight[self.frozen] = self.weight
+        self.layer.bias[self.frozen] = self.bias
 
 
 def configure_trainable(model: LSDANet, layers: set[str], trained_rows: list[int]) -> RowFreezer:

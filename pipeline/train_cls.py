@@ -47,7 +47,7 @@ def shard_params(urls: list[str]) -> dict:
 
 def classification_categories(
     data: str, urls: list[str], exclude: Collection[str] = (), holdout_every: int = 0
-) -> tuple[CategoryMap, Counter, int]:
+) -> tuple[CategoryMap, int]:
     """Detection categories in map_det order, then every other classification synset sorted;
     ``exclude`` left out (and not counted). Also the number of training (not held-out) images.
 
@@ -76,7 +76,7 @@ def classification_categories(
             f"{', '.join(empty[:10])}"
         )
     others = sorted(set(counts) - set(det))
-    return CategoryMap(tuple(det + others)), counts, n_train
+    return CategoryMap(tuple(det + others)), n_train
 
 
 def count_correct(model, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
@@ -85,17 +85,6 @@ def count_correct(model, batch: dict, k: int, size: int, mean, device) -> torch.
     pred = model(x)[:, :k].argmax(1)
     correct = (pred == batch["label"].to(device, non_blocking=True)).sum()
     return torch.stack([correct, torch.tensor(len(pred), device=device)])
-
-
-def _accuracy(model, stream: ShardStream, k, size, mean, device, batch_size) -> float:
-    model.eval()
-    counts = torch.zeros(2, dtype=torch.int64, device=device)
-    with torch.no_grad():
-        for batch in stream.in_order(batch_size):
-            counts += count_correct(model, batch, k, size, mean, device)
-    model.train()
-    correct, total = trainer.all_reduce_sum(counts).tolist()
-    return correct / max(total, 1)
 
 
 def cls_step(model, optimizer, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
@@ -141,7 +130,12 @@ def cls_loop(config: dict) -> None:
             for i, batch in enumerate(itertools.islice(batches, steps)):
                 trainer.set_lr(optimizer, cfg, epoch * steps + i)
                 loss_sum += cls_step(model, optimizer, batch, k, size, mean, device)
-        acc = _accuracy(model, holdout, k, size, mean, device, per_worker)
+        acc = trainer.accuracy(
+            model,
+            holdout.in_order(per_worker),
+            lambda b: count_correct(model, b, k, size, mean, device),
+            device,
+        )
         metrics = {
             "epoch": epoch + 1,
             "loss": loss_sum.item() / steps,
@@ -189,7 +183,7 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
         raise ValueError(
             f"classification shards are {ext.cls_size} px; {cfg.model} needs >= {size}"
         )
-    categories, counts, n_train = classification_categories(
+    categories, n_train = classification_categories(
         data, urls, held_back(data, cfg), cfg.holdout_every
     )
     if n_train < cfg.workers:

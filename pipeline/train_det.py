@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -55,18 +54,10 @@ def count_fg_bg(model, batch: dict, cols, bg_row: int, size: int, mean, device) 
     return torch.stack([(pred_bg == is_bg).sum(), torch.tensor(len(is_bg), device=device)])
 
 
-def _fg_bg_accuracy(model, sample: dict | None, cols, bg_row, size, mean, device) -> float:
-    """Share of the held-out sample's windows whose foreground-vs-background call is right."""
-    model.eval()
-    counts = torch.zeros(2, dtype=torch.int64, device=device)
+def _chunks(sample: dict | None, size: int):
     n = 0 if sample is None else len(sample["label"])
-    with torch.no_grad():
-        for i in range(0, n, 256):
-            chunk = {k: v[i : i + 256] for k, v in sample.items()}
-            counts += count_fg_bg(model, chunk, cols, bg_row, size, mean, device)
-    model.train()
-    right, total = trainer.all_reduce_sum(counts).tolist()
-    return right / max(total, 1)
+    for i in range(0, n, size):
+        yield {k: v[i : i + size] for k, v in sample.items()}
 
 
 def det_step(model, optimizer, freezer, fg: dict, bg: dict, cols, col_of_row, size, mean, device):
@@ -115,8 +106,7 @@ def det_loop(config: dict) -> None:
         model.output.weight[bg] = 0
         model.output.bias[bg] = 0
     freezer = configure_trainable(model, parse_layers(cfg.train_layers), config["trained_rows"])
-    model = ray.train.torch.prepare_model(model)  # moves it to ``device``
-    freezer.to(device)
+    model = ray.train.torch.prepare_model(model)
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
     start = trainer.restore(model, optimizer)
     cols = torch.tensor(config["loss_rows"], device=device)
@@ -130,7 +120,13 @@ def det_loop(config: dict) -> None:
     n_bg = worker_batch(cfg.bg_per_batch, world, "bg_per_batch")
     # read before the training stream starts: the two never compete for the free CPUs
     sample = take_rows(streams["holdout"].in_order(256), HOLDOUT_WINDOWS)
-    accuracy = partial(_fg_bg_accuracy, model, sample, cols, bg, size, mean, device)
+
+    def accuracy() -> float:  # fg-vs-bg calls right on the held-out sample
+        def count(b: dict) -> torch.Tensor:
+            return count_fg_bg(model, b, cols, bg, size, mean, device)
+
+        return trainer.accuracy(model, _chunks(sample, 256), count, device)
+
     before = accuracy() if start == 0 else None
     # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
     per_step = n_fg + n_bg

@@ -17,6 +17,7 @@ gives other (equally random) batches.
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -180,45 +181,62 @@ def split_minibatches(
     while it waits on the other. Rows arrive shuffled, so keeping at most ``cap`` rows per
     side and dropping the oldest surplus (background, usually, which is ~80% of the windows)
     subsamples uniformly."""
-    pools: dict[bool, list[dict]] = {False: [], True: []}
+    pools = {False: RowPool(), True: RowPool()}
     need = {False: n_fg, True: n_bg}
     for batch in batches:
         bg = batch["label"] == is_bg_row
-        for side in (False, True):
-            rows = bg if side else ~bg
-            if rows.any():
-                pools[side].append({k: v[rows] for k, v in batch.items()})
-        for side in (False, True):
-            pool = _concat(pools[side])
-            pools[side] = [{k: v[-cap:] for k, v in pool.items()}] if pool else []
-        while all(_rows(pools[s]) >= need[s] for s in (False, True)):
-            yield tuple(_take(pools, side, need[side]) for side in (False, True))
+        for side, rows in ((False, ~bg), (True, bg)):
+            pools[side].add({k: v[rows] for k, v in batch.items()})
+            pools[side].keep_newest(cap)
+        while all(pools[s].rows >= need[s] for s in (False, True)):
+            yield pools[False].take(n_fg), pools[True].take(n_bg)
 
 
-def _rows(pool: list[dict]) -> int:
-    return sum(len(p["label"]) for p in pool)
+class RowPool:
+    """Batches' rows, oldest first. Copies only the rows it hands out: a step of 227 px windows
+    must not re-concatenate a buffer of thousands."""
 
+    def __init__(self) -> None:
+        self.chunks: collections.deque[dict] = collections.deque()
+        self.rows = 0
 
-def _concat(pool: list[dict]) -> dict | None:
-    if not pool:
-        return None
-    return pool[0] if len(pool) == 1 else {k: torch.cat([p[k] for p in pool]) for k in pool[0]}
+    def add(self, chunk: dict) -> None:
+        if len(chunk["label"]):
+            self.chunks.append(chunk)
+            self.rows += len(chunk["label"])
 
+    def take(self, n: int) -> dict:
+        """The oldest ``n`` rows (all there are, if fewer) as one batch."""
+        parts = self._pop(n)
+        return (
+            parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        )
 
-def _take(pools: dict, side: bool, n: int) -> dict:
-    pool = _concat(pools[side])
-    pools[side] = [{k: v[n:] for k, v in pool.items()}]
-    return {k: v[:n] for k, v in pool.items()}
+    def keep_newest(self, cap: int) -> None:
+        self._pop(max(self.rows - cap, 0))
+
+    def _pop(self, n: int) -> list[dict]:
+        parts = []
+        while n > 0 and self.chunks:
+            head = self.chunks[0]
+            m = len(head["label"])
+            if m <= n:
+                parts.append(self.chunks.popleft())
+            else:
+                parts.append({k: v[:n] for k, v in head.items()})
+                self.chunks[0] = {k: v[n:] for k, v in head.items()}
+            self.rows -= min(m, n)
+            n -= min(m, n)
+        return parts
 
 
 def take_rows(batches: Iterator[dict], limit: int) -> dict | None:
     """The first ``limit`` rows of ``batches`` as one batch (None if there are none)."""
-    got: list[dict] = []
+    pool = RowPool()
     for batch in batches:
-        got.append(batch)
-        if _rows(got) >= limit:
+        pool.add(batch)
+        if pool.rows >= limit:
             break
     if hasattr(batches, "close"):  # a generator: stop its dataset's reads now
         batches.close()
-    pool = _concat(got)
-    return {k: v[:limit] for k, v in pool.items()} if pool else None
+    return pool.take(limit) if pool.rows else None

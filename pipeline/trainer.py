@@ -91,6 +91,19 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def accuracy(model, batches, count, device) -> float:
+    """Share right over ``batches``, summed across workers. ``count(batch)`` gives (right,
+    total) as an int64 tensor on ``device``: nothing leaves the device until the end."""
+    model.eval()
+    counts = torch.zeros(2, dtype=torch.int64, device=device)
+    with torch.no_grad():
+        for batch in batches:
+            counts += count(batch)
+    model.train()
+    right, total = all_reduce_sum(counts).tolist()
+    return right / max(total, 1)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 

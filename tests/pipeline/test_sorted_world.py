@@ -43,7 +43,7 @@ def test_the_listing_is_class_sorted_with_uneven_counts(sorted_world):
 def test_the_first_minibatches_hold_many_classes(sorted_world):
     data, work = sorted_world
     files = part_files(work, "cls", "cls")
-    categories, _, _ = classification_categories(data, files)
+    categories, _ = classification_categories(data, files)
     rows = {w: i for i, w in enumerate(categories.wnids)}
     configure_worker_data()
     kwargs = {"rows": rows, "holdout_every": CLS.holdout_every, "holdout": False}
