@@ -58,6 +58,35 @@ def config_from_args(args: argparse.Namespace, section: str, cls: type):
     return load_section(getattr(args, "config", None), section, cls, **overrides)
 
 
+def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """``detect`` and ``score-vocab``: the device options, and a config for the proposals."""
+    from schemas.config import ScoringConfig
+
+    parser.add_argument(
+        "--config",
+        help="YAML config: [scoring] sets the device options, [extract] the selective search "
+        "for --images (default: the settings WORK's det-train split was extracted with)",
+    )
+    add_config_arguments(parser, ScoringConfig)
+
+
+def scoring_from_args(args: argparse.Namespace):
+    """(ScoringConfig, the proposal settings for images without stored proposals)."""
+    from pipeline.extract_stage import extracted_with
+    from schemas.config import ExtractConfig, ScoringConfig, load_section
+
+    scoring = config_from_args(args, "scoring", ScoringConfig)
+    if args.config:
+        return scoring, load_section(args.config, "extract", ExtractConfig)
+    proposals = extracted_with(args.work, "det-train")
+    if proposals is None and getattr(args, "images", None):
+        raise SystemExit(
+            "--images: no proposal settings; pass --config (its [extract] section) or a --work "
+            "whose det-train split was extracted, so that scoring sees training's proposals"
+        )
+    return scoring, proposals or ExtractConfig()
+
+
 def stage_main(
     description: str,
     add_arguments: Callable[[argparse.ArgumentParser], None],

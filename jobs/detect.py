@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import glob_images, model_arg
+from jobs.common import add_scoring_arguments, glob_images, model_arg, scoring_from_args
 from pipeline.detect_stage import run_detect
 from pipeline.postprocess import PostConfig
 
@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--draw", type=int, default=0, help="draw detections on N images")
     p.add_argument("--overwrite", action="store_true")
+    add_scoring_arguments(p)
 
 
 def _models(specs: list[str], work: str) -> dict[str, str]:
@@ -43,6 +44,7 @@ def _models(specs: list[str], work: str) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     images = glob_images(args.images) if args.images else None
     post = PostConfig(nms_iou=args.nms_iou, max_per_class=args.max_per_class)
+    scoring, proposals = scoring_from_args(args)
     summary = run_detect(
         args.data,
         args.work,
@@ -53,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         args.all_categories,
         args.actors,
         args.draw,
+        proposals,
         overwrite=args.overwrite,
+        scoring=scoring,
     )
     print(json.dumps(summary))
     return 0

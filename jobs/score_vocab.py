@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import add_config_arguments, config_from_args, glob_images, model_arg
+from jobs.common import (
+    add_config_arguments,
+    add_scoring_arguments,
+    config_from_args,
+    glob_images,
+    model_arg,
+    scoring_from_args,
+)
 from pipeline.score_vocab_stage import run_score_vocab
 from pipeline.vocab import VocabPostConfig
 
@@ -29,13 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--draw", type=int, default=0, help="draw detections on N images")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--config", help="YAML config; its [score_vocab] section sets the defaults")
+    add_scoring_arguments(p)  # --config: its [score_vocab] section sets the defaults too
     add_config_arguments(p, VocabPostConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     model = model_arg(args.model, args.work)
     post = config_from_args(args, "score_vocab", VocabPostConfig)
+    scoring, proposals = scoring_from_args(args)
     summary = run_score_vocab(
         args.data,
         args.work,
@@ -47,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         args.hierarchy,
         args.actors,
         args.draw,
+        proposals,
         overwrite=args.overwrite,
+        scoring=scoring,
     )
     print(json.dumps(summary))
     return 0

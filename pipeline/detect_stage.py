@@ -24,7 +24,7 @@ from pipeline.proposals import selective_search
 from pipeline.ray_env import cpus_per_consumer, ensure_ray, remote_args
 from pipeline.scoring import MultiDetector
 from pipeline.train_data import part_files, read_parquet
-from schemas.config import ExtractConfig
+from schemas.config import ExtractConfig, ScoringConfig
 
 DETECTION_SCHEMA = pa.schema(
     [
@@ -38,7 +38,6 @@ DETECTION_SCHEMA = pa.schema(
         ("y2", pa.float32()),
     ]
 )
-MAX_PIXELS = 64_000_000
 
 
 def out_dir(work: str, name: str, split: str) -> str:
@@ -47,7 +46,7 @@ def out_dir(work: str, name: str, split: str) -> str:
 
 def image_and_boxes(image_url: str, boxes, mean, proposals: ExtractConfig):
     """An image to score and its windows: the stored proposals, or selective search now."""
-    image, _ = decode_rgb(storage.read_bytes(image_url), MAX_PIXELS, 1, tuple(mean))
+    image, _ = decode_rgb(storage.read_bytes(image_url), proposals.max_pixels, 1, tuple(mean))
     if boxes is None or len(boxes) == 0:
         p = proposals
         boxes = selective_search(image, p.resize_width, p.max_proposals, p.min_box)
@@ -79,12 +78,13 @@ class DetectActor:
         wnids: list[str],
         ids: dict[str, int],
         proposals: ExtractConfig,
+        scoring: ScoringConfig = ScoringConfig(),
     ):
         import torch
 
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
-        self.detector = MultiDetector(urls, post, wnids)
+        self.detector = MultiDetector(urls, post, wnids, scoring)
         self.ids, self.proposals = ids, proposals
 
     def __call__(self, batch: dict) -> dict:
@@ -114,16 +114,36 @@ def _inputs(work: str, split: str | None, images: list[str] | None):
     return ds, ds.count()
 
 
+def actor_count(actors: int, n_images: int, gpus: bool) -> int:
+    """Scoring actors to start: with ``gpus``, no more than the cluster's GPUs (one each),
+    since an actor that can never get its GPU would leave the job waiting forever."""
+    n = max(1, min(actors, n_images))
+    if not gpus:
+        return n
+    import ray
+
+    available = int(ray.cluster_resources().get("GPU", 0))
+    if available == 0:
+        raise RuntimeError("--gpus: the Ray cluster has no GPU; leave out --gpus to score on CPUs")
+    return min(n, available)
+
+
 def score_images(
-    work: str, split: str, images: list[str] | None, actor: type, kwargs: dict, actors: int
+    work: str,
+    split: str,
+    images: list[str] | None,
+    actor: type,
+    kwargs: dict,
+    actors: int,
+    gpus: bool = False,
 ) -> tuple[pa.Table, int]:
-    """Every image of ``split`` (or ``images``) through an actor pool of ``actor(**kwargs)``;
-    the rows they return, and the number of images."""
+    """Every image of ``split`` (or ``images``) through an actor pool of ``actor(**kwargs)``,
+    one GPU per actor with ``gpus``; the rows they return, and the number of images."""
     import ray.data
 
     ensure_ray()
     ds, n_images = _inputs(work, split, images)
-    n_actors = max(1, min(actors, n_images))
+    n_actors = actor_count(actors, n_images, gpus)
     ds = ds.repartition(max(1, min(n_images // 4, 64 * n_actors)))  # work for every actor
     ds = ds.map_batches(
         actor,
@@ -131,6 +151,7 @@ def score_images(
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         fn_constructor_kwargs=kwargs,
         num_cpus=cpus_per_consumer(n_actors),
+        num_gpus=1 if gpus else 0,
         **remote_args(),
     )
     parts = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
@@ -171,8 +192,10 @@ def run_detect(
     draw: int = 0,
     proposals: ExtractConfig = ExtractConfig(),
     overwrite: bool = False,
+    scoring: ScoringConfig = ScoringConfig(),
 ) -> dict:
-    """Score ``split``'s proposals (or ``images``) with every detector in ``models``."""
+    """Score ``split``'s proposals (or ``images``) with every detector in ``models``;
+    ``images`` get ``proposals``' selective search, as training's windows did."""
     split = split or "images"
     todo = {n: u for n, u in models.items() if overwrite or not finished(work, n, split)}
     if not todo:
@@ -184,8 +207,9 @@ def run_detect(
         "wnids": None if all_categories else [c.wnid for c in categories],
         "ids": {c.wnid: c.index for c in categories},
         "proposals": proposals,
+        "scoring": scoring,
     }
-    table, n_images = score_images(work, split, images, DetectActor, kwargs, actors)
+    table, n_images = score_images(work, split, images, DetectActor, kwargs, actors, scoring.gpus)
     return write_detections(work, todo, split, table, images, n_images, draw)
 
 
@@ -242,7 +266,7 @@ def draw_detections(
 
 
 def draw_one(work, name, split, image_id, url, dets, names=None) -> str:
-    image, _ = decode_rgb(storage.read_bytes(url), MAX_PIXELS, 1, (0, 0, 0))
+    image, _ = decode_rgb(storage.read_bytes(url), ExtractConfig.max_pixels, 1, (0, 0, 0))
     scale = max(1, 400 // max(image.shape[:2]))
     canvas = cv2.resize(
         image[..., ::-1], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST

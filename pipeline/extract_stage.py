@@ -117,6 +117,15 @@ def _params(split: str, cfg: ExtractConfig, windows: bool, items: list[dict]) ->
     }
 
 
+def extracted_with(work: str, split: str) -> ExtractConfig | None:
+    """The settings ``split`` was extracted with in ``work`` (None if it was not)."""
+    url = storage.join(split_dir(work, split), "params.json")
+    if not storage.exists(url):
+        return None
+    values = json.loads(storage.read_text(url))["config"]
+    return ExtractConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def _check_params(sdir: str, params: dict, overwrite: bool) -> None:
     """Refuse to mix results of other settings or inputs into ``sdir``; record ``params``."""
     url = storage.join(sdir, "params.json")

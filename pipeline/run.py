@@ -20,7 +20,13 @@ from pipeline.postprocess import PostConfig
 from pipeline.report import write_report
 from pipeline.train_cls import model_url, run_train_cls
 from pipeline.train_det import run_train_det
-from schemas.config import ExtractConfig, PipelineConfig, TrainConfig, load_section
+from schemas.config import (
+    ExtractConfig,
+    PipelineConfig,
+    ScoringConfig,
+    TrainConfig,
+    load_section,
+)
 
 # ablation row -> (model file in WORK/models, how it is made)
 DETECTORS = {
@@ -63,6 +69,7 @@ def run_pipeline(
 ) -> dict:
     data, work = storage.absolute(data), storage.absolute(work)
     ext, cls_cfg, det_cfg, run_cfg = load_configs(config, quick)
+    scoring = load_section(config, "scoring", ScoringConfig)
     if run_cfg.hold_back:  # one setting for every stage
         cls_cfg = _variant(cls_cfg, hold_back=run_cfg.hold_back)
         det_cfg = _variant(det_cfg, hold_back=run_cfg.hold_back)
@@ -115,6 +122,8 @@ def run_pipeline(
         split=run_cfg.eval_split,
         post=post,
         actors=run_cfg.actors,
+        proposals=ext,
+        scoring=scoring,
     )
     evaluate = partial(run_evaluate, data, work, split=run_cfg.eval_split, set_b=b, held_back=held)
     metrics = {row: _stage("evaluate", timings, evaluate, row) for row in DETECTORS}

@@ -28,9 +28,9 @@ from pipeline.detect_stage import (
 )
 from pipeline.hierarchy import read_hierarchy
 from pipeline.models import CategoryMap
-from pipeline.scoring import window_batches
+from pipeline.scoring import WindowFeeder, scoring_device
 from pipeline.vocab import VocabPostConfig, VocabScorer
-from schemas.config import ExtractConfig
+from schemas.config import ExtractConfig, ScoringConfig
 
 
 def hierarchy_nodes(data: str, wnids: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
@@ -53,19 +53,22 @@ class VocabActor:
         nodes: list[str],
         ancestry: list[tuple[int, int]],
         proposals: ExtractConfig,
+        scoring: ScoringConfig = ScoringConfig(),
     ):
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
+        device = scoring_device(scoring)
         model, categories, payload = load_model(url)
-        self.model = model.eval()
-        out = model.output
+        self.mean = payload["pixel_mean"]
+        self.feeder = WindowFeeder(payload["input_size"], self.mean, scoring, device)
+        self.model = self.feeder.prepare(model)
+        out = self.model.output
         self.scorer = VocabScorer(
             out.weight.detach(), out.bias.detach(), post, ancestry, len(nodes)
         )
         self.columns = list(categories.wnids) + nodes
         self.ids = {w: i + 1 for i, w in enumerate(self.columns)}
-        self.size, self.mean = payload["input_size"], payload["pixel_mean"]
-        self.name, self.proposals = name, proposals
+        self.name, self.proposals, self.device = name, proposals, device
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
@@ -74,13 +77,21 @@ class VocabActor:
             image, boxes = image_and_boxes(
                 str(batch["image_url"][i]), batch["boxes"][i], self.mean, self.proposals
             )
-            batches = window_batches(image, boxes, self.size, self.mean)
-            parts = [self.model.fc7_features(x) for x in batches]
-            feats = torch.cat(parts) if parts else torch.zeros(0, self.scorer.w.shape[1])
-            b, s, c = self.scorer.detect(feats, torch.from_numpy(boxes))
+            feats = self.features(image, boxes)
+            found = self.scorer.detect(feats, torch.from_numpy(boxes).to(self.device))
+            b, s, c = (t.cpu() for t in found)
             wnids = [self.columns[j] for j in c.tolist()]
             add_rows(rows, self.name, image_id, b.numpy(), s.numpy(), wnids, self.ids)
         return rows
+
+    def features(self, image, boxes) -> torch.Tensor:
+        """fc7 features (windows, D) of the image's windows, float32 on the scoring device."""
+        parts = []
+        for x in self.feeder.batches(image, boxes):
+            with self.feeder.autocast():
+                parts.append(self.model.fc7_features(x).float())
+        empty = torch.zeros(0, self.scorer.w.shape[1], device=self.device)
+        return torch.cat(parts) if parts else empty
 
 
 def run_score_vocab(
@@ -96,6 +107,7 @@ def run_score_vocab(
     draw: int = 0,
     proposals: ExtractConfig = ExtractConfig(),
     overwrite: bool = False,
+    scoring: ScoringConfig = ScoringConfig(),
 ) -> dict:
     """Score ``split``'s proposals (or ``images``) against every category of ``model``."""
     split = split or "images"
@@ -110,8 +122,9 @@ def run_score_vocab(
         "nodes": nodes,
         "ancestry": ancestry,
         "proposals": proposals,
+        "scoring": scoring,
     }
-    table, n_images = score_images(work, split, images, VocabActor, kwargs, actors)
+    table, n_images = score_images(work, split, images, VocabActor, kwargs, actors, scoring.gpus)
     vocabulary = [{"id": i + 1, "wnid": w} for i, w in enumerate([*categories.wnids, *nodes])]
     storage.write_text(
         storage.join(out_dir(work, name, split), "vocabulary.json"), json.dumps(vocabulary)

@@ -1,12 +1,15 @@
-"""Scoring windows with several detectors at once.
+"""Scoring windows with several detectors at once, on the CPU or a GPU.
 
 Detectors that share layers 1-7 (the classifier and "background only"; a fine-tune and its
 adapted variants) differ only in the output layer, so each distinct trunk computes fc7
-features once and every head applies one matrix product.
+features once and every head applies one matrix product. On a GPU the image goes to the device
+once, its windows are cut out there (``warp_torch``) and scores stay there through NMS; only
+the final detections come back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -15,21 +18,70 @@ import torch
 from pipeline.checkpoints import load_model
 from pipeline.models import CategoryMap, LSDANet
 from pipeline.postprocess import PostConfig, background_scores, detections
-from pipeline.train_data import PIXEL_SCALE
+from pipeline.train_data import normalise
 from pipeline.warp import context_padding, warp_windows
+from pipeline.warp_torch import warp_windows_torch
+from schemas.config import ScoringConfig
 
-CHUNK = 512  # windows per forward pass
+CPU_BATCH, GPU_BATCH = 512, 2048  # windows per forward pass
 
 
-def window_batches(image: np.ndarray, boxes: np.ndarray, size: int, mean: np.ndarray):
-    """The network's input for ``boxes`` of ``image``, ``CHUNK`` windows at a time: R-CNN
-    warping, then the normalisation training used (``to_input``)."""
-    mean_t = torch.from_numpy(np.asarray(mean, np.float32)).view(1, 3, 1, 1)
-    for start in range(0, len(boxes), CHUNK):
-        pixels = warp_windows(
-            image, boxes[start : start + CHUNK], size, context_padding(size), mean
-        )
-        yield (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - mean_t) / PIXEL_SCALE
+def scoring_device(cfg: ScoringConfig) -> torch.device:
+    """The actor's GPU with ``gpus`` (Ray sets CUDA_VISIBLE_DEVICES to the one it granted)."""
+    if not cfg.gpus:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("scoring with --gpus, but torch sees no CUDA device on this worker")
+    return torch.device("cuda")
+
+
+class WindowFeeder:
+    """An image's windows as network inputs on ``device``, in batches, and the precision the
+    network runs them in."""
+
+    def __init__(self, size: int, mean, cfg: ScoringConfig, device: torch.device):
+        self.size, self.device = size, device
+        self.mean = np.asarray(mean, np.float32)
+        self.fill = torch.from_numpy(np.round(self.mean)).to(device)  # cv2 path's uint8 fill
+        on_gpu = device.type == "cuda"
+        self.batch = cfg.windows_per_batch or (GPU_BATCH if on_gpu else CPU_BATCH)
+        self.warp = cfg.warp if cfg.warp != "auto" else ("torch" if on_gpu else "cv2")
+        self.bf16 = cfg.precision == "bf16"
+        self.channels_last = on_gpu  # cuDNN's fast convolutions want NHWC
+        if on_gpu:
+            torch.backends.cudnn.benchmark = True  # fixed window size: tune the kernels once
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.eval().to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def batches(self, image: np.ndarray, boxes: np.ndarray):
+        """R-CNN warping, then the normalisation training used, ``batch`` windows at a time."""
+        padding = context_padding(self.size)
+        if self.warp == "torch":
+            pixels = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
+            boxes_t = torch.from_numpy(boxes).to(self.device)
+        for start in range(0, len(boxes), self.batch):
+            if self.warp == "torch":
+                part = boxes_t[start : start + self.batch]
+                x = warp_windows_torch(pixels, part, self.size, padding, self.fill)
+            else:
+                part = boxes[start : start + self.batch]
+                w = warp_windows(image, part, self.size, padding, self.mean)
+                x = torch.from_numpy(w).to(self.device).permute(0, 3, 1, 2).float()
+            x = normalise(x, self.mean)
+            yield x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def window_batches(image: np.ndarray, boxes: np.ndarray, size: int, mean) -> list[torch.Tensor]:
+    """The CPU path's network inputs for ``boxes`` of ``image`` (tests, benchmarks)."""
+    feeder = WindowFeeder(size, mean, ScoringConfig(), torch.device("cpu"))
+    return list(feeder.batches(image, boxes))
 
 
 def _trunk_key(model: LSDANet) -> str:
@@ -49,9 +101,9 @@ class MultiDetector:
         urls: dict[str, str],
         post: PostConfig,
         rows: list[str] | None = None,
-        device: str = "cpu",
+        scoring: ScoringConfig = ScoringConfig(),
     ):
-        self.device = torch.device(device)
+        self.device = scoring_device(scoring)
         self.post = post
         self.trunks: dict[str, LSDANet] = {}
         self.heads: dict[str, tuple[str, torch.nn.Linear]] = {}
@@ -61,30 +113,31 @@ class MultiDetector:
             if self.categories is None:
                 self.categories, self.input_size = categories, payload["input_size"]
                 self.mean = np.asarray(payload["pixel_mean"], np.float32)
+                self.feeder = WindowFeeder(self.input_size, self.mean, scoring, self.device)
             elif categories != self.categories:
                 raise ValueError(f"{url}: category map differs from the other detectors'")
             key = _trunk_key(model)
-            self.trunks.setdefault(key, model.eval().to(self.device))
+            if key not in self.trunks:
+                self.trunks[key] = self.feeder.prepare(model)
             self.heads[name] = (key, model.output.eval().to(self.device))
         wanted = list(self.categories.wnids)
         if rows is not None:  # categories held back from training have no row: not scored
             known = set(wanted)
             wanted = [w for w in rows if w in known]
-        self.score_rows = torch.tensor(self.categories.rows(wanted))
+        self.score_rows = torch.tensor(self.categories.rows(wanted), device=self.device)
         self.score_wnids = wanted
 
     @torch.no_grad()
     def logits(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
+        """name -> (windows, K + 1) float32 logits, on the scoring device."""
         out: dict[str, list[torch.Tensor]] = {name: [] for name in self.heads}
-        for x in window_batches(image, boxes, self.input_size, self.mean):
-            x = x.to(self.device)
-            feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
-            for name, (key, head) in self.heads.items():
-                out[name].append(head(feats[key]).cpu())
-        return {
-            name: torch.cat(parts) if parts else torch.zeros(0, self.categories.num_categories + 1)
-            for name, parts in out.items()
-        }
+        for x in self.feeder.batches(image, boxes):
+            with self.feeder.autocast():
+                feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
+                for name, (key, head) in self.heads.items():
+                    out[name].append(head(feats[key]).float())
+        empty = torch.zeros(0, self.categories.num_categories + 1, device=self.device)
+        return {name: torch.cat(parts) if parts else empty for name, parts in out.items()}
 
     def score(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, tuple]:
         """name -> (boxes, scores, wnids) after background subtraction and NMS."""
@@ -93,10 +146,11 @@ class MultiDetector:
     def postprocess(
         self, logits_by_name: dict[str, torch.Tensor], boxes: np.ndarray
     ) -> dict[str, tuple]:
+        """On the scoring device; only the kept detections come back to the host."""
         result = {}
-        boxes_t = torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4))  # a writable copy
+        boxes_t = torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4)).to(self.device)
         for name, logits in logits_by_name.items():
             scores = background_scores(logits, self.categories.background_row)[:, self.score_rows]
-            b, s, c = detections(boxes_t, scores, self.post)
+            b, s, c = (t.cpu() for t in detections(boxes_t, scores, self.post))
             result[name] = (b.numpy(), s.numpy(), [self.score_wnids[i] for i in c.tolist()])
         return result

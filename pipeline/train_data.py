@@ -127,8 +127,13 @@ def to_input(
     if train:
         flip = (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
         x = torch.where(flip, x.flip(3), x)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x - mean_t) / PIXEL_SCALE
+    return normalise(x, mean)
 
 
-__all__ = ["BACKGROUND", "cls_arrays", "window_arrays", "to_input", "part_files"]
+def normalise(pixels: torch.Tensor, mean) -> torch.Tensor:
+    """float (B, 3, H, W) pixel values -> the network's input, on ``pixels``' device."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean_t) / PIXEL_SCALE
+
+
+__all__ = ["BACKGROUND", "cls_arrays", "window_arrays", "to_input", "normalise", "part_files"]

@@ -42,10 +42,10 @@ class Candidates:
     scores: torch.Tensor  # (M,)
 
     @staticmethod
-    def cat(parts: list[Candidates]) -> Candidates:
+    def cat(parts: list[Candidates], device: torch.device | str = "cpu") -> Candidates:
         if not parts:
-            empty = torch.zeros(0, dtype=torch.long)
-            return Candidates(empty, empty, torch.zeros(0))
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return Candidates(empty, empty, torch.zeros(0, device=device))
         fields = ("windows", "classes", "scores")
         return Candidates(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
 
@@ -77,7 +77,7 @@ class VocabScorer:
         self.w, self.b = weight[:-1], bias[:-1]
         self.w_bg, self.b_bg = weight[-1], bias[-1]
         self.cfg, self.num_nodes = cfg, num_nodes
-        pairs = torch.tensor(list(ancestry), dtype=torch.long).reshape(-1, 2)
+        pairs = torch.tensor(list(ancestry), dtype=torch.long, device=weight.device).reshape(-1, 2)
         self.pair_cat, self.pair_node = pairs[:, 0], pairs[:, 1]
 
     @property
@@ -94,7 +94,7 @@ class VocabScorer:
     def candidates(self, feats: torch.Tensor) -> tuple[Candidates, torch.Tensor]:
         """Pruned candidates of categories and nodes; and the node scores (N, P)."""
         n = feats.shape[0]
-        nodes = torch.full((n, self.num_nodes), float("-inf"))
+        nodes = torch.full((n, self.num_nodes), float("-inf"), device=feats.device)
         parts = []
         for c0, scores in self.chunks(feats):
             parts.append(prune(scores, c0, self.cfg))
@@ -105,7 +105,7 @@ class VocabScorer:
                 nodes.scatter_reduce_(1, index, src, reduce="amax")
         if self.num_nodes and n:
             parts.append(prune(nodes, self.num_categories, self.cfg))
-        return Candidates.cat(parts), nodes
+        return Candidates.cat(parts, feats.device), nodes
 
     def detect(self, feats: torch.Tensor, boxes: torch.Tensor):
         """(boxes, scores, columns) after pruning, per-class and cross-class NMS."""
@@ -132,13 +132,13 @@ def _top_classes(classes: torch.Tensor, num_categories: int, limit: int) -> torc
     """Mask of detections (in descending score order) of the first ``limit`` classes of each
     level to appear."""
     seen: dict[bool, list[int]] = {False: [], True: []}
-    mask = torch.zeros(len(classes), dtype=torch.bool)
-    for i, c in enumerate(classes.tolist()):
+    mask = []
+    for c in classes.tolist():  # one transfer; a few hundred detections at most
         level = seen[c >= num_categories]
         if c not in level and len(level) < limit:
             level.append(c)
-        mask[i] = c in level
-    return mask
+        mask.append(c in level)
+    return torch.tensor(mask, dtype=torch.bool, device=classes.device)
 
 
 def naive_detect(

@@ -29,3 +29,49 @@ def test_per_class_nms_and_limits():
     b, s, c = detections(boxes, scores, PostConfig(score_threshold=0.5))
     assert (s > 0.5).all() and len(s) == 2
     assert len(detections(boxes[:0], scores[:0], PostConfig())[1]) == 0
+
+
+def one_pass_detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostConfig):
+    """The obvious way: every class's best ``pre_nms_top`` windows through one NMS."""
+    from torchvision.ops import batched_nms
+
+    from pipeline.postprocess import first_per_class, to_continuous
+
+    top = min(cfg.pre_nms_top, len(boxes))
+    s, idx = scores.topk(top, dim=0)
+    cls = torch.arange(scores.shape[1]).expand(top, -1).reshape(-1)
+    s, idx = s.reshape(-1), idx.reshape(-1)
+    ok = s > cfg.score_threshold
+    s, idx, cls = s[ok], idx[ok], cls[ok]
+    keep = batched_nms(to_continuous(boxes[idx]), s, cls, cfg.nms_iou)
+    keep = first_per_class(keep, cls, cfg.max_per_class)
+    if cfg.max_per_image:
+        keep = keep[: cfg.max_per_image]
+    return boxes[idx[keep]], s[keep], cls[keep]
+
+
+def clustered_boxes(n: int, g: torch.Generator, jitter: float = 20.0) -> torch.Tensor:
+    """Proposals as selective search gives them: many near-copies around a few places."""
+    centres = torch.rand(6, 2, generator=g) * 300
+    xy = centres[torch.randint(0, 6, (n,), generator=g)] + torch.randn(n, 2, generator=g) * jitter
+    wh = torch.rand(n, 2, generator=g) * 60 + 40
+    return torch.cat([xy, xy + wh], 1).round()
+
+
+def test_the_prefix_shortcut_gives_what_one_nms_over_everything_gives():
+    g = torch.Generator().manual_seed(0)
+    configs = [
+        PostConfig(),
+        PostConfig(max_per_class=2, nms_iou=0.5),
+        PostConfig(max_per_class=3, pre_nms_top=20, max_per_image=15),
+        PostConfig(score_threshold=0.5, max_per_class=5),
+    ]
+    for trial in range(12):  # both passes run: some classes are short after the first
+        n, c = (400, 24) if trial % 2 else (60, 5)
+        boxes = clustered_boxes(n, g, jitter=4.0 if trial % 3 else 30.0)
+        scores = torch.randn(n, c, generator=g)
+        for cfg in configs:
+            got = detections(boxes, scores, cfg)
+            want = one_pass_detections(boxes, scores, cfg)
+            for a, b in zip(got, want, strict=True):
+                torch.testing.assert_close(a, b)
