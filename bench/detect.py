@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pipeline import storage  # noqa: E402
 from pipeline.categories import read_categories  # noqa: E402
 from pipeline.checkpoints import save_model  # noqa: E402
-from pipeline.detect_stage import MAX_PIXELS, run_detect  # noqa: E402
+from pipeline.detect_stage import run_detect  # noqa: E402
 from pipeline.extract_stage import run_extract  # noqa: E402
 from pipeline.images import decode_rgb  # noqa: E402
 from pipeline.models import CategoryMap, get_model  # noqa: E402
@@ -39,7 +39,6 @@ from pipeline.scoring import MultiDetector  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
 from pipeline.train_cls import model_url  # noqa: E402
 from pipeline.train_data import part_files  # noqa: E402
-from pipeline.warp import context_padding, warp_windows  # noqa: E402
 from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
 
 # detector -> the trunk it shares (as in lsda run: heads differ, trunks are shared)
@@ -83,6 +82,7 @@ def in_process(work: str, urls: dict[str, str]) -> tuple[dict[str, float], int]:
     """Seconds per part of scoring, summed over the split's images; and the window count."""
     torch.set_num_threads(1)
     det = MultiDetector(urls, PostConfig())
+    max_pixels = ExtractConfig.max_pixels
     rows = [
         r for u in part_files(work, "val2", "proposals") for r in storage.read_table(u).to_pylist()
     ]
@@ -90,12 +90,12 @@ def in_process(work: str, urls: dict[str, str]) -> tuple[dict[str, float], int]:
     windows = 0
     for r in rows:
         t0 = time.perf_counter()
-        image, _ = decode_rgb(storage.read_bytes(r["image_url"]), MAX_PIXELS, 1, (0, 0, 0))
+        image, _ = decode_rgb(storage.read_bytes(r["image_url"]), max_pixels, 1, (0, 0, 0))
         boxes = np.asarray(r["boxes"], np.float32).reshape(-1, 4)
         t1 = time.perf_counter()
-        # warping alone, to split it from the forward passes that logits() also runs
-        size = det.input_size
-        warp_windows(image, boxes, size, context_padding(size), det.mean)
+        # warping (and normalising) alone, to split it from the forward passes that logits()
+        # also runs
+        list(det.feeder.batches(image, boxes))
         t2 = time.perf_counter()
         logits = det.logits(image, boxes)
         t3 = time.perf_counter()

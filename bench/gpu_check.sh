@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check (one call, <= 6 minutes): on a machine with one GPU, Python 3.12 and torch,
 # after bench/gpu_bundle.sh made .gpu_bundle here:
-#   train-cls --gpus, train-det --gpus (1 worker each) on the small built-in world, then detect;
+#   train-cls --gpus, train-det --gpus (1 worker each) on the small built-in world, then
+#   detect --gpus on it, then bench/gpu_detect.py (AlexNet 227, 2,000 windows per image, end to
+#   end from JPEG bytes, beside the model-only ceiling: bf16, fp32, bf16 with the cv2 warp);
 #   prints GPU utilisation and memory (nvidia-smi, sampled every second) and the stages'
 #   throughput. Exit code: the first failing stage's.
 # Device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu_bundle"], timeout_s=420)
@@ -41,7 +43,23 @@ COMMON=(--data "$DATA" --work "$WORK" --config configs/toyworld.yaml --workers 1
 stage train-cls lsda train-cls "${COMMON[@]}" --epochs 8
 stage train-det lsda train-det "${COMMON[@]}" --iterations 1000
 stage detect lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det-all-fcB.pt" \
-    --split val2
+    --split val2 --gpus --actors 1
+python3 - "$WORK" "$T/detect.log" <<'PY'
+import json, sys
+import pyarrow.compute as pc
+from pipeline import storage
+from pipeline.train_data import part_files
+work, log = sys.argv[1:]
+windows = sum(pc.sum(pc.list_value_length(storage.read_table(u, ["boxes"])["boxes"])).as_py() // 4
+              for u in part_files(work, "val2", "proposals"))
+summary = next(iter(json.loads([l for l in open(log) if l.startswith("{")][-1]).values()))
+print(f"detect --gpus, small world end to end (Ray Data, actor start included): "
+      f"{summary['images_per_s']} images/s, {windows / summary['seconds']:,.0f} windows/s")
+PY
+# AlexNet 227 at 2,000 windows per image, end to end from JPEG bytes, beside its ceiling
+for args in "--precision bf16" "--precision fp32" "--precision bf16 --warp cv2"; do
+    stage "gpu-detect $args" python3 bench/gpu_detect.py --device cuda $args
+done
 python3 - "$WORK" <<'PY'
 import sys
 import torch

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 
 import cv2
 import numpy as np
@@ -209,8 +210,13 @@ def run_detect(
         "proposals": proposals,
         "scoring": scoring,
     }
+    t0 = time.perf_counter()
     table, n_images = score_images(work, split, images, DetectActor, kwargs, actors, scoring.gpus)
-    return write_detections(work, todo, split, table, images, n_images, draw)
+    seconds = time.perf_counter() - t0
+    summary = write_detections(work, todo, split, table, images, n_images, draw)
+    for s in summary.values():  # scoring, all detectors together, actor start-up included
+        s.update(seconds=round(seconds, 2), images_per_s=round(n_images / seconds, 2))
+    return summary
 
 
 def finished(work: str, name: str, split: str) -> bool:

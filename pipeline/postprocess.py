@@ -43,8 +43,9 @@ def detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostConfig):
     overlaps it, so the survivors among a class's best k windows are the same whether NMS sees
     those k or all of them. The first ``max_per_class`` survivors are therefore found on a short
     prefix of each class's ranking, and only the classes whose prefix holds fewer go through NMS
-    again on all of theirs: the same output as one NMS over everything, at a fraction of the
-    cost (most of the post-processing time was NMS over windows that could never be kept)."""
+    again on a prefix twice as long: the same output as one NMS over everything, at a fraction
+    of the cost (most of the post-processing time was NMS over windows that could never be
+    kept)."""
     n, c = scores.shape
     if n == 0 or c == 0:
         return boxes[:0], scores.new_zeros(0), torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -52,18 +53,22 @@ def detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostConfig):
     ranked_scores, ranked_idx = scores.topk(top, dim=0)  # (top, C) best windows of every class
     ranked_scores, ranked_idx = ranked_scores.T, ranked_idx.T  # (C, top), rows descending
     cont = to_continuous(boxes.float())
-    prefix = min(top, PREFIX_PER_KEPT * cfg.max_per_class)
-    keep_cls, keep_rank = _ranked_nms(cont, ranked_scores, ranked_idx, prefix, cfg)
-    if prefix < top:
-        found = torch.bincount(keep_cls, minlength=c)
-        # short of max_per_class with candidates left beyond the prefix: NMS over all of them
-        redo = (found < cfg.max_per_class) & (ranked_scores[:, prefix] > cfg.score_threshold)
-        if redo.any():
-            again = redo.nonzero()[:, 0]
-            cls2, rank2 = _ranked_nms(cont, ranked_scores[again], ranked_idx[again], top, cfg)
-            done = ~redo[keep_cls]
-            keep_cls = torch.cat([keep_cls[done], again[cls2]])
-            keep_rank = torch.cat([keep_rank[done], rank2])
+    found_cls, found_rank = [], []
+    active = torch.arange(c, device=boxes.device)  # classes still short of max_per_class
+    k = min(top, PREFIX_PER_KEPT * cfg.max_per_class)
+    while len(active):
+        rows, ranks = _ranked_nms(cont, ranked_scores[active], ranked_idx[active], k, cfg)
+        count = torch.bincount(rows, minlength=len(active))
+        short = count < cfg.max_per_class
+        if k < top:  # and candidates left beyond the prefix
+            short &= ranked_scores[active, k] > cfg.score_threshold
+        else:
+            short[:] = False
+        done = ~short[rows]
+        found_cls.append(active[rows[done]])
+        found_rank.append(ranks[done])
+        active, k = active[short], min(2 * k, top)
+    keep_cls, keep_rank = torch.cat(found_cls), torch.cat(found_rank)
     kept_scores = ranked_scores[keep_cls, keep_rank]
     order = kept_scores.argsort(descending=True, stable=True)
     keep_cls, keep_rank = keep_cls[order], keep_rank[order]

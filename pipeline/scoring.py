@@ -64,7 +64,7 @@ class WindowFeeder:
         """R-CNN warping, then the normalisation training used, ``batch`` windows at a time."""
         padding = context_padding(self.size)
         if self.warp == "torch":
-            pixels = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
+            pixels = torch.tensor(image, device=self.device).permute(2, 0, 1).float()  # a copy
             boxes_t = torch.from_numpy(boxes).to(self.device)
         for start in range(0, len(boxes), self.batch):
             if self.warp == "torch":
