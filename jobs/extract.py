@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="write labelled windows (default: for det-train and val1)",
     )
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="label the windows with every category's boxes, not set B's only (the oracle's "
+        "windows, in WORK/extract/SPLIT-oracle)",
+    )
     p.add_argument("--workers", type=int, help="concurrent shard tasks (default: all CPUs)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results of the split")
     p.add_argument("--no-progress", action="store_true")
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.workers,
         args.overwrite,
         progress=not args.no_progress,
+        oracle=args.oracle,
     )
     print(format_summary(summary))
     print(json.dumps(summary))

@@ -3,9 +3,10 @@
 For every category j without boxes:
     W_det[j] = W_cls[j] + (1/k) * sum_{n in NN_B(j, k)} (W_det[n] - W_cls[n])
 where a row is the output layer's weights with the bias as one more column, and NN_B(j, k)
-are the k categories with boxes whose l2-normalised classifier rows are nearest to j's in
-Euclidean distance (ties: the earlier row wins). k >= |B| gives the global average offset;
-k = 0 leaves the rows as the classifier had them. Rows are processed in chunks, so memory
+are the k categories with boxes whose classifier rows are nearest to j's: Euclidean distance
+between l2-normalised fc7 weight rows, the bias left out, as in the paper (ties: the earlier
+row wins). The offset moves the whole row, bias included. k >= |B| gives the global average
+offset; k = 0 leaves the rows as the classifier had them. Rows are processed in chunks, so memory
 stays bounded for hundreds of thousands of categories.
 """
 
@@ -68,7 +69,7 @@ def adapt(
         empty = torch.zeros((len(cls_a), 0))
         return Adaptation(out, empty.long(), empty)
     offsets = det_b.float() - cls_b.float()
-    keys = _unit(cls_b)
+    keys = _unit(cls_b[:, :-1])  # neighbours by the fc7 weights alone
     neighbours, distances = [], []
     for start in range(0, len(out), chunk):
         rows = out[start : start + chunk]  # a view: adapted in place
@@ -77,7 +78,7 @@ def adapt(
             dist = torch.zeros((len(rows), 0))
             rows += offsets.mean(0)
         else:
-            nn_idx, dist = _nearest_unit(_unit(rows), keys, k)
+            nn_idx, dist = _nearest_unit(_unit(rows[:, :-1]), keys, k)
             for j in range(k):  # one (chunk, D) gather at a time, not a (chunk, k, D) tensor
                 rows += offsets[nn_idx[:, j]] / k
         neighbours.append(nn_idx)

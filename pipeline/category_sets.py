@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pipeline.categories import read_categories
-from schemas.config import TrainConfig
+from schemas.config import ExtractConfig, TrainConfig
 
 
-def set_b(data: str, cfg: TrainConfig) -> list[str]:
+def set_b(data: str, cfg: TrainConfig | ExtractConfig) -> list[str]:
     """The categories with boxes: the first half of map_det (the paper's split), or all."""
     det = [c.wnid for c in read_categories(data)]
     return det if cfg.set_b == "all" else det[: len(det) // 2]

@@ -127,8 +127,6 @@ def process_det_image(item: dict, cfg: ExtractConfig, with_windows: bool, out: S
             "width": w,
             "height": h,
             "boxes": props.reshape(-1).tolist(),
-            "gt_boxes": [int(v) for b in item["boxes"] for v in b[1:]],
-            "gt_wnids": [b[0] for b in item["boxes"]],
         }
     )
     if not with_windows:

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from pipeline import extract, storage
 from pipeline.categories import read_categories
+from pipeline.category_sets import set_b
 from pipeline.cls_reader import read_cls_images
 from pipeline.det_reader import read_det_split
 from pipeline.ray_env import ensure_ray, remote_args
@@ -27,8 +28,11 @@ from schemas.config import ExtractConfig, to_dict
 from schemas.records import Problem
 
 # 2: training splits are sharded in a seeded cross-class order (``mixed_order``), not by name.
-EXTRACT_VERSION = 2
+# 3: training windows are labelled with set B's boxes only (the oracle's: ``<split>-oracle``);
+#    proposal shards no longer carry the ground truth.
+EXTRACT_VERSION = 3
 TRAINING_SPLITS = ("det-train", "val1")
+ORACLE_SUFFIX = "-oracle"  # WORK/extract/<split>-oracle: windows labelled with every box
 
 
 class StaleWorkDir(RuntimeError):
@@ -37,6 +41,18 @@ class StaleWorkDir(RuntimeError):
 
 def split_dir(work: str, split: str) -> str:
     return storage.join(work, "extract", split)
+
+
+def labelled_split(split: str, oracle: bool) -> str:
+    """The folder of ``split``'s windows: labelled by set B's boxes, or every box (oracle)."""
+    return split + ORACLE_SUFFIX if oracle else split
+
+
+def only_boxes_of(items: list[dict], wnids: list[str]) -> list[dict]:
+    """``items`` with the boxes of other categories removed: the paper's set A has no boxes, so
+    its objects are whatever set B's boxes make them (background unless they overlap one)."""
+    keep = set(wnids)
+    return [{**it, "boxes": [b for b in it["boxes"] if b[0] in keep]} for it in items]
 
 
 def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
@@ -105,12 +121,15 @@ def mixed_order(items: list[dict], seed: int) -> list[dict]:
     return sorted(items, key=key)
 
 
-def _params(split: str, cfg: ExtractConfig, windows: bool, items: list[dict]) -> dict:
+def _params(
+    split: str, cfg: ExtractConfig, windows: bool, items: list[dict], boxes_of: list[str] | str
+) -> dict:
     digest = hashlib.sha1("\n".join(it["image_id"] for it in items).encode()).hexdigest()
     return {
         "version": EXTRACT_VERSION,
         "split": split,
         "windows": windows,
+        "boxes_of": boxes_of,  # the categories whose boxes label the windows, or "all"
         "config": to_dict(cfg),
         "images": len(items),
         "images_sha1": digest,
@@ -222,17 +241,25 @@ def run_extract(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    oracle: bool = False,
 ) -> dict:
-    """Extract one split; returns the summary (also written to ``summary.json``)."""
+    """Extract one split; returns the summary (also written to ``summary.json``). Windows are
+    labelled with set B's boxes (``cfg.set_b``), or with every box under ``<split>-oracle``."""
     t0 = time.time()
     windows = split in TRAINING_SPLITS if windows is None else windows
+    if oracle and not windows:
+        raise ValueError("oracle labels training windows: extract it with windows")
     items, problems = load_inputs(data, split)
+    boxes_of: list[str] | str = "all"
+    if windows and not oracle:  # set A's boxes stop here: no later stage can read them
+        boxes_of = set_b(data, cfg)
+        items = only_boxes_of(items, boxes_of)
     if split == "det-train":
         items = cap_per_class(items, cfg.train_images_per_class)
     if (windows or split == "cls") and cfg.shard_order == "mixed":
         items = mixed_order(items, cfg.seed)
-    sdir = split_dir(work, split)
-    params = _params(split, cfg, windows, items)
+    sdir = split_dir(work, labelled_split(split, oracle))
+    params = _params(split, cfg, windows, items, boxes_of)
     _check_params(sdir, params, overwrite)
     shards = {
         i // cfg.shard_size: items[i : i + cfg.shard_size]
@@ -247,6 +274,7 @@ def run_extract(
         ray.data.DataContext.get_current().enable_progress_bars = progress
         processed = _fan_out(units, split, sdir, cfg, windows, params, workers)
     summary = _finish(sdir, split, shards, problems, len(items))
+    summary["split"] = labelled_split(split, oracle)
     summary.update(
         resumed_shards=len(shards) - sum(1 for u in units if not u["attempt"]),
         retried_images=sum(len(u["items"]) for u in units if u["attempt"]),

@@ -21,6 +21,7 @@ from pipeline import storage  # noqa: E402
 from pipeline.categories import read_categories  # noqa: E402
 from pipeline.detect_stage import draw_detections, ds_urls, out_dir  # noqa: E402
 from pipeline.evaluate import ERROR_TYPES  # noqa: E402
+from pipeline.train_cls import model_url  # noqa: E402
 from schemas.config import PipelineConfig, to_dict  # noqa: E402
 from schemas.metrics import validate_report  # noqa: E402
 
@@ -95,6 +96,34 @@ def ap_chart(doc: dict, url: str) -> None:
     _save_png(fig, url)
 
 
+TRAINED_MODELS = {"bg-only": "det-bg.pt", "all-layers": "det-all-fcB.pt", "oracle": "det-oracle.pt"}
+
+
+def curves_chart(work: str, url: str) -> None:
+    """The training curves the checkpoints carried: the classifier's held-out accuracy and loss
+    per epoch, each fine-tune's loss per reporting interval (did training converge?)."""
+    from pipeline.checkpoints import load_payload
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    cls = load_payload(model_url(work, "cls.pt")).get("history", [])
+    epochs = [h["epoch"] for h in cls]
+    left.plot(epochs, [h["holdout_accuracy"] for h in cls], "o-", label="held-out accuracy")
+    left.plot(epochs, [h["loss"] for h in cls], "s--", label="training loss")
+    left.set_xlabel("epoch")
+    left.set_title("classifier (train-cls)")
+    left.legend(fontsize=8)
+    for row, name in TRAINED_MODELS.items():
+        url_model = model_url(work, name)
+        if storage.exists(url_model):
+            h = load_payload(url_model).get("history", [])
+            right.plot([x["iteration"] for x in h], [x["loss"] for x in h], "o-", label=row)
+    right.set_xlabel("iteration")
+    right.set_ylabel("training loss (mean since the last point)")
+    right.set_title("detection fine-tunes (train-det)")
+    right.legend(fontsize=8)
+    _save_png(fig, url)
+
+
 def _examples(data: str, work: str, split: str, heldout: set[str], limit: int) -> list[str]:
     table = storage.read_table(storage.join(out_dir(work, "knn-5", split), "detections.parquet"))
     rows = [r for r in table.to_pylist() if r["wnid"] in heldout and r["score"] > 0]
@@ -150,6 +179,7 @@ def write_report(
         [n for n in ("classifier", "knn-5") if n in metrics],
         storage.join(rdir, "errors.png"),
     )
+    curves_chart(work, storage.join(rdir, "curves.png"))
     heldout = {c["wnid"] for c in next(iter(metrics.values()))["categories"] if c["set"] == "A"}
     examples = _examples(data, work, run_cfg.eval_split, heldout, run_cfg.draw)
     table = format_table(rows)
@@ -162,6 +192,7 @@ without boxes (set A); trained: set B.</p>
 <pre>{html.escape(table)}</pre>
 <h2>Relative effectiveness</h2>{_img(storage.join(rdir, "relative.png"))}
 <h2>False positives on held-out categories</h2>{_img(storage.join(rdir, "errors.png"))}
+<h2>Training curves</h2>{_img(storage.join(rdir, "curves.png"))}
 <h2>Example detections of held-out categories (k-NN adapted detector)</h2>
 {"".join(_img(u) for u in examples)}
 <h2>Time per stage (s)</h2><pre>{html.escape(json.dumps(timings, indent=1))}</pre>

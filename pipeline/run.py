@@ -7,6 +7,7 @@ stage skips what is already finished in the work dir, so a re-run resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 
@@ -75,8 +76,21 @@ def run_pipeline(
         det_cfg = _variant(det_cfg, hold_back=run_cfg.hold_back)
     timings: dict[str, float] = {}
     t0 = time.time()
-    for split in ("cls", "det-train", "val1", run_cfg.eval_split):
-        s = _stage("extract", timings, run_extract, data, work, split, ext, progress=progress)
+    ext = dataclasses.replace(ext, set_b=det_cfg.set_b)  # the boxes training may see
+    extractions = [(s, False) for s in ("cls", "det-train", "val1", run_cfg.eval_split)]
+    extractions += [("det-train", True), ("val1", True)]  # every box: the oracle's windows
+    for split, oracle in extractions:
+        s = _stage(
+            "extract",
+            timings,
+            run_extract,
+            data,
+            work,
+            split,
+            ext,
+            progress=progress,
+            oracle=oracle,
+        )
         print(format_summary(s), flush=True)
     _stage("train-cls", timings, run_train_cls, data, work, cls_cfg)
     bg_iters = run_cfg.bg_only_iterations or det_cfg.iterations

@@ -117,7 +117,7 @@ def cls_loop(config: dict) -> None:
         load_imagenet_weights(model, load_state_dict(cfg.init_weights))
     model = ray.train.torch.prepare_model(model)
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
-    start = trainer.restore(model, optimizer)
+    start, history = trainer.restore(model, optimizer)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     per_worker = worker_batch(cfg.batch_size, world)
@@ -150,7 +150,7 @@ def cls_loop(config: dict) -> None:
                 f"held-out accuracy {acc:.3f}, {metrics['images_per_s']:.0f} images/s",
                 flush=True,
             )
-        trainer.report(metrics, model, optimizer, epoch + 1)
+        trainer.report(metrics, model, optimizer, epoch + 1, history)
         trainer.maybe_fail(cfg, epoch + 1, start)
 
 
@@ -225,6 +225,7 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
         kind="cls",
         config=to_dict(cfg),
         metrics=metrics,
+        history=state.get("history", []),  # the training curves
         input_size=size,
         pixel_mean=list(ext.pixel_mean),
     )

@@ -2,8 +2,9 @@
 
 Classification images come from ``WORK/extract/cls/cls/``, windows from
 ``WORK/extract/<split>/windows/``; ``pipeline.train_stream`` reads them, these functions decode
-them. 1 image in ``holdout_every`` (by a hash of its name) is held
-out to measure accuracy. Augmentation (random crop, mirror) happens on the worker, in torch.
+them. 1 classification image in ``holdout_every`` (by a hash of its name) is held out to
+measure accuracy; detection fine-tuning uses every window. Augmentation (random crop, mirror)
+happens on the worker, in torch.
 """
 
 from __future__ import annotations
@@ -69,12 +70,8 @@ def cls_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
     }
 
 
-def window_keep(batch: dict, labels: set[str], holdout_every: int, holdout: bool, **_) -> list[int]:
-    return [
-        i
-        for i, (lb, img) in enumerate(zip(batch["label"], batch["image_id"], strict=True))
-        if str(lb) in labels and held_out(str(img), holdout_every) == holdout
-    ]
+def window_keep(batch: dict, labels: set[str], **_) -> list[int]:
+    return [i for i, lb in enumerate(batch["label"]) if str(lb) in labels]
 
 
 def window_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
@@ -85,9 +82,7 @@ def window_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
 
 
 CLS_READER = RowReader(("wnid", "name", "size", "pixels"), cls_keep, cls_arrays)
-WINDOW_READER = RowReader(
-    ("image_id", "label", "size", "encoding", "pixels"), window_keep, window_arrays
-)
+WINDOW_READER = RowReader(("label", "size", "encoding", "pixels"), window_keep, window_arrays)
 
 
 def worker_batch(global_size: int, world: int, what: str = "batch_size") -> int:

@@ -3,13 +3,18 @@
 Starts from the classifier (``WORK/models/cls.pt``), adds the background row (initialised to
 zero), and trains the layers of ``train_layers`` on minibatches of ``fg_per_batch`` foreground +
 ``bg_per_batch`` background windows streamed from the window shards of ``det-train`` and
-``val1``. The softmax covers set B and background (every detection category with ``oracle``);
-windows of held-out categories are left out. Output rows that do not train stay bit-for-bit
-the classifier's. The result is ``WORK/models/det-<name>.pt``.
+``val1``, every image of them (the paper holds none out). The windows were labelled at
+extraction with set B's boxes only, so objects of set A are background unless they overlap a
+B box; the oracle reads windows labelled with every box (``<split>-oracle``). The softmax
+covers set B and background (every detection category with ``oracle``); windows of held-back
+categories are left out. Output rows that do not train stay bit-for-bit the classifier's. The
+fg-vs-bg accuracy is that of the training minibatches since the previous report, counted
+from the forward pass each step makes anyway. The result is ``WORK/models/det-<name>.pt``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
@@ -20,15 +25,13 @@ from pipeline import storage, trainer
 from pipeline.categories import read_categories
 from pipeline.category_sets import held_back, set_b
 from pipeline.checkpoints import load_model, save_model
+from pipeline.extract_stage import TRAINING_SPLITS, labelled_split
 from pipeline.layers import configure_trainable, parse_layers
 from pipeline.train_cls import MODEL_NAME, model_url, shard_params
 from pipeline.train_data import WINDOW_READER, part_files, to_input, worker_batch
-from pipeline.train_stream import ShardStream, split_minibatches, take_rows
+from pipeline.train_stream import ShardStream, split_minibatches
 from schemas.arrow import BACKGROUND
 from schemas.config import TrainConfig, to_dict
-
-TRAINING_SPLITS = ("det-train", "val1")
-HOLDOUT_WINDOWS = 2048  # per worker: the fg-vs-bg accuracy's sample, held in memory
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -46,52 +49,33 @@ def _label_counts(urls: list[str]) -> Counter:
     return counts
 
 
-def count_fg_bg(model, batch: dict, cols, bg_row: int, size: int, mean, device) -> torch.Tensor:
-    """(right foreground-vs-background calls, total) of a batch, int64 on ``device``."""
-    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=False)
-    pred_bg = model(x)[:, cols].argmax(1) == len(cols) - 1
-    is_bg = batch["label"].to(device, non_blocking=True) == bg_row
-    return torch.stack([(pred_bg == is_bg).sum(), torch.tensor(len(is_bg), device=device)])
-
-
-def _chunks(sample: dict | None, size: int):
-    n = 0 if sample is None else len(sample["label"])
-    for i in range(0, n, size):
-        yield {k: v[i : i + size] for k, v in sample.items()}
+def fg_bg_counts(logits: torch.Tensor, y: torch.Tensor, bg_col: int) -> torch.Tensor:
+    """(right foreground-vs-background calls, total), int64 on the logits' device; ``logits``
+    and the column labels ``y`` are over the loss columns, background last."""
+    right = ((logits.argmax(1) == bg_col) == (y == bg_col)).sum()
+    return torch.stack([right, torch.tensor(len(y), device=logits.device)])
 
 
 def det_step(model, optimizer, freezer, fg: dict, bg: dict, cols, col_of_row, size, mean, device):
-    """One step on fg + bg windows; ``cols`` and ``col_of_row`` live on ``device``."""
+    """One step on fg + bg windows; ``cols`` and ``col_of_row`` live on ``device``. Returns the
+    loss and the fg-vs-bg counts of the model as it was before the step."""
     images = torch.cat([fg["image"], bg["image"]]).to(device, non_blocking=True)
     x = to_input(images, size, mean, train=True)
     y = col_of_row[torch.cat([fg["label"], bg["label"]]).to(device, non_blocking=True)]
-    loss = F.cross_entropy(model(x)[:, cols], y)
+    logits = model(x)[:, cols]
+    loss = F.cross_entropy(logits, y)
     optimizer.zero_grad()
     loss.backward()
     freezer.zero_grads()
     optimizer.step()
     freezer.restore()
-    return loss.detach()
+    return loss.detach(), fg_bg_counts(logits.detach(), y, len(cols) - 1)
 
 
-def _streams(config: dict, cfg: TrainConfig, rank: int, world: int) -> dict[str, ShardStream]:
+def _stream(config: dict, cfg: TrainConfig, rank: int, world: int) -> ShardStream:
     labels = set(config["fg_labels"]) | {BACKGROUND}
-    return {
-        name: ShardStream(
-            config["files"],
-            WINDOW_READER,
-            {
-                "rows": config["rows"],
-                "labels": labels,
-                "holdout_every": cfg.holdout_every,
-                "holdout": name == "holdout",
-            },
-            cfg.seed,
-            rank,
-            world,
-        )
-        for name in ("train", "holdout")
-    }
+    kwargs = {"rows": config["rows"], "labels": labels}
+    return ShardStream(config["files"], WINDOW_READER, kwargs, cfg.seed, rank, world)
 
 
 def det_loop(config: dict) -> None:
@@ -108,59 +92,79 @@ def det_loop(config: dict) -> None:
     freezer = configure_trainable(model, parse_layers(cfg.train_layers), config["trained_rows"])
     model = ray.train.torch.prepare_model(model)
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
-    start = trainer.restore(model, optimizer)
+    start, history = trainer.restore(model, optimizer)
     cols = torch.tensor(config["loss_rows"], device=device)
     col_of_row = torch.full((bg + 1,), -1, dtype=torch.long, device=device)
     col_of_row[cols] = torch.arange(len(cols), device=device)
     size, mean = config["input_size"], config["mean"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    streams = _streams(config, cfg, rank, world)
     n_fg = worker_batch(cfg.fg_per_batch, world, "fg_per_batch")
     n_bg = worker_batch(cfg.bg_per_batch, world, "bg_per_batch")
-    # read before the training stream starts: the two never compete for the free CPUs
-    sample = take_rows(streams["holdout"].in_order(256), HOLDOUT_WINDOWS)
-
-    def accuracy() -> float:  # fg-vs-bg calls right on the held-out sample
-        def count(b: dict) -> torch.Tensor:
-            return count_fg_bg(model, b, cols, bg, size, mean, device)
-
-        return trainer.accuracy(model, _chunks(sample, 256), count, device)
-
-    before = accuracy() if start == 0 else None
     # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
     per_step = n_fg + n_bg
-    stream = streams["train"].endless(per_step, (start,), 8 * per_step, "training window")
+    stream = _stream(config, cfg, rank, world).endless(
+        per_step, (start,), 8 * per_step, "training window"
+    )
     minibatches = split_minibatches(stream, bg, n_fg, n_bg, cap=8 * per_step)
-    t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
+    t0, last = time.perf_counter(), start
+    loss_sum = torch.zeros((), device=device)  # since the last report, as the counts
+    counts = torch.zeros(2, dtype=torch.long, device=device)
+    before = None
     for it in range(start, cfg.iterations):
         trainer.set_lr(optimizer, cfg, it)
-        loss_sum += det_step(
+        loss, right = det_step(
             model, optimizer, freezer, *next(minibatches), cols, col_of_row, size, mean, device
         )
+        loss_sum += loss
+        counts += right
+        if it == 0:  # the first batch, scored by the classifier as it came
+            before = trainer.all_reduce_sum(right.clone())
         step = it + 1
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
             windows = (step - start) * (cfg.fg_per_batch + cfg.bg_per_batch)
-            rate = windows / (time.perf_counter() - t0)  # training only, not evaluation
-            acc = accuracy()
+            rate = windows / (time.perf_counter() - t0)
+            total = trainer.all_reduce_sum(counts)
             metrics = {
                 "iteration": step,
-                "loss": loss_sum.item() / max(step - start, 1),
-                "fg_bg_accuracy": acc,
+                "loss": trainer.all_reduce_sum(loss_sum).item() / world / (step - last),
+                "fg_bg_accuracy": (total[0] / total[1].clamp(min=1)).item(),
                 "resumed_from": start,
                 "windows_per_s": rate,
             }
+            loss_sum.zero_()
+            counts.zero_()
+            last = step
             if before is not None:
-                metrics["fg_bg_accuracy_before"] = before
+                metrics["fg_bg_accuracy_before"] = (before[0] / before[1]).item()
             if rank == 0:
                 print(
                     f"train-det {step}/{cfg.iterations}: loss {metrics['loss']:.3f}, "
-                    f"fg-vs-bg accuracy {acc:.3f}, {metrics['windows_per_s']:.0f} windows/s",
+                    f"fg-vs-bg accuracy {metrics['fg_bg_accuracy']:.3f} (training batches), "
+                    f"{metrics['windows_per_s']:.0f} windows/s",
                     flush=True,
                 )
-            trainer.report(metrics, model, optimizer, step)
+            trainer.report(metrics, model, optimizer, step, history)
             trainer.maybe_fail(cfg, step, start)
     stream.close()
+
+
+def _check_labelling(work: str, splits: list[str], wanted, cfg: TrainConfig) -> None:
+    """The windows must be labelled with the boxes this training may see: set B's, or every
+    box for the oracle (set at extraction, where annotations enter; ``params.json``)."""
+    for split in splits:
+        url = storage.join(work, "extract", split, "params.json")
+        got = json.loads(storage.read_text(url)).get("boxes_of")
+        if got != wanted:
+            raise ValueError(
+                f"{url}: windows labelled with the boxes of {_describe(got)}, but this "
+                f"fine-tune (set_b={cfg.set_b}, oracle={cfg.oracle}) needs {_describe(wanted)}; "
+                "extract the training splits again with the same set_b"
+            )
+
+
+def _describe(boxes_of) -> str:
+    return "every category" if boxes_of == "all" else f"{len(boxes_of or [])} categories"
 
 
 def run_train_det(
@@ -177,11 +181,12 @@ def run_train_det(
         trainer.discard_run(work, f"det-{name}")
     cls_url = model_url(work, MODEL_NAME)
     _, categories, payload = load_model(cls_url)
-    urls = [u for s in TRAINING_SPLITS for u in part_files(work, s, "windows")]
+    splits = [labelled_split(s, cfg.oracle) for s in TRAINING_SPLITS]
+    urls = [u for s in splits for u in part_files(work, s, "windows")]
     if not urls:
         raise FileNotFoundError(
-            f"no window shards under {work}/extract/{{det-train,val1}}: run "
-            "`lsda extract` on the training splits first"
+            f"no window shards under {work}/extract/{{{','.join(splits)}}}: run `lsda extract` "
+            f"on the training splits first{' with --oracle' if cfg.oracle else ''}"
         )
     size = payload["input_size"]
     window_size = shard_params(urls).get("config", {}).get("window_size")
@@ -193,6 +198,7 @@ def run_train_det(
     if unknown:
         raise ValueError(f"{cls_url}: its category map lacks window labels {unknown[:10]}")
     b = set_b(data, cfg)
+    _check_labelling(work, splits, "all" if cfg.oracle else b, cfg)
     det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
     trained = det if cfg.oracle else b
     empty = [w for w in trained if counts[w] == 0]
@@ -235,6 +241,7 @@ def run_train_det(
         kind="det",
         config=to_dict(cfg),
         metrics=metrics,
+        history=state.get("history", []),  # the training curves
         input_size=size,
         pixel_mean=payload["pixel_mean"],
         set_b=b,

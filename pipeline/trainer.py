@@ -108,10 +108,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def report(metrics: dict, model, optimizer, step: int) -> None:
-    """Report metrics; rank 0 also checkpoints model + optimizer + step."""
+def report(metrics: dict, model, optimizer, step: int, history: list[dict]) -> None:
+    """Report metrics; rank 0 also checkpoints model + optimizer + step + the metrics of every
+    report so far (``history``, with ``metrics`` appended: the training curves, which the
+    checkpoint carries so that they survive a restart)."""
     import ray.train
 
+    history.append(metrics)
     if ray.train.get_context().get_world_rank() != 0:
         ray.train.report(metrics)
         return
@@ -121,24 +124,26 @@ def report(metrics: dict, model, optimizer, step: int) -> None:
                 "model": unwrap(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "step": step,
+                "history": history,
             },
             os.path.join(tmp, "state.pt"),
         )
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def restore(model, optimizer) -> int:
-    """Load the last checkpoint of this run, if any; return the step to resume from."""
+def restore(model, optimizer) -> tuple[int, list[dict]]:
+    """Load the last checkpoint of this run, if any; return the step to resume from and the
+    metrics reported up to it."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0
+        return 0, []
     with checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, "state.pt"), weights_only=True, map_location="cpu")
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"])
+    return int(state["step"]), list(state.get("history", []))
 
 
 def final_state(result) -> dict:

@@ -64,8 +64,6 @@ PROPOSAL_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("boxes", pa.list_(pa.float32())),  # [x1, y1, x2, y2] * N, 0-based inclusive
-        ("gt_boxes", pa.list_(pa.int32())),  # [x1, y1, x2, y2] * M
-        ("gt_wnids", pa.list_(pa.string())),
     ]
 )
 

@@ -94,6 +94,10 @@ class ExtractConfig:
     min_box: int = 16  # proposals narrower or shorter than this (original pixels) are dropped
     window_size: int = 227  # the network's input; context padding is 16 px at 227, scaled
     fg_iou: float = 0.5
+    # Whose boxes label the training windows: the categories with boxes (set B: the first half
+    # of map_det, the paper's split, or all). Set A's boxes never reach training; the oracle's
+    # windows (`lsda extract --oracle`) are labelled with every category's.
+    set_b: str = "first-half"
     bg_per_image: int = 128  # background windows sampled per training image (all foreground kept)
     window_encoding: str = "raw"  # raw uint8 (exact) or jpeg (compact at 227 px)
     cls_size: int = 256  # classification images are stored resized to cls_size x cls_size
@@ -109,6 +113,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.ss_mode not in ("fast", "quality"):
             raise ValueError("ss_mode must be fast or quality")
+        if self.set_b not in ("first-half", "all"):
+            raise ValueError("set_b must be first-half or all")
         if self.shard_order not in ("mixed", "sorted"):
             raise ValueError("shard_order must be mixed or sorted")
         if self.window_encoding not in ("raw", "jpeg"):

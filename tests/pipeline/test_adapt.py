@@ -25,6 +25,15 @@ def test_k1_takes_the_nearest_offset():
     torch.testing.assert_close(out.rows[1], w_cls[3] + torch.tensor([0.0, 0.3, 2.0]))
 
 
+def test_neighbours_are_chosen_by_the_weights_alone_and_the_offset_moves_the_bias_too():
+    w_cls, w_det = _rows()
+    w_cls[2, 2] = w_cls[1, 2] = 50.0  # A0's bias as B1's: with it, B1 would be nearest
+    w_det[1, 2] = 52.0
+    out = adapt_rows(w_cls, w_det, a_rows=[2], b_rows=[0, 1], k=1)
+    assert out.neighbours.tolist() == [[0]]  # the paper's metric: fc7 weights, l2-normalised
+    torch.testing.assert_close(out.rows[0], w_cls[2] + torch.tensor([0.5, 0.0, -1.0]))
+
+
 def test_k_equal_to_b_is_the_global_average_offset():
     w_cls, w_det = _rows()
     out = adapt_rows(w_cls, w_det, a_rows=[2, 3], b_rows=[0, 1], k=2)

@@ -71,9 +71,12 @@ def test_report_page_and_charts(quick_run):
     _, work, _ = quick_run
     page = Path(work, "report/index.html").read_text()
     assert "knn-5" in page and "oracle" in page
-    assert page.count("data:image/png") == 2  # relative effectiveness, error types
+    assert page.count("data:image/png") == 3  # relative effectiveness, error types, curves
     assert page.count("data:image/jpeg") >= 1  # example detections of held-out categories
-    assert all(Path(work, "report", f).stat().st_size > 0 for f in ("relative.png", "errors.png"))
+    assert all(
+        Path(work, "report", f).stat().st_size > 0
+        for f in ("relative.png", "errors.png", "curves.png")
+    )
 
 
 def test_neighbours_are_recorded_for_every_held_out_category(quick_run):

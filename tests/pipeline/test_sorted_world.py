@@ -16,7 +16,7 @@ from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_co
 
 pytestmark = pytest.mark.slow
 EXTRACT = load_section("configs/toyworld.yaml", "extract", ExtractConfig)
-CLS = load_section("configs/toyworld.yaml", "train_cls", TrainConfig)
+CLS = load_section("configs/toyworld.yaml", "train_cls", TrainConfig, epochs=8)  # as measured
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from pipeline.layers import configure_trainable, parse_layers
 from pipeline.models import get_model
 from pipeline.train_cls import cls_step, count_correct
-from pipeline.train_det import count_fg_bg, det_step
+from pipeline.train_det import det_step, fg_bg_counts
 from pipeline.trainer import all_reduce_sum
 
 META = torch.device("meta")
@@ -59,12 +59,18 @@ def test_a_detection_step_and_its_metric_run_on_the_models_device(model):
     col_of_row = torch.full((K + 1,), -1, dtype=torch.long, device=META)
     col_of_row[cols] = torch.arange(4, device=META)
     fg, bg = _batch(4, labels=[0, 1, 2, 0]), _batch(12, labels=[K] * 12)
-    loss = det_step(model, opt, freezer, fg, bg, cols, col_of_row, 32, MEAN, META)
+    loss, counts = det_step(model, opt, freezer, fg, bg, cols, col_of_row, 32, MEAN, META)
     assert loss.device == META
-    counts = count_fg_bg(model, bg, cols, K, 32, MEAN, META)
     assert counts.device == META and counts.shape == (2,)
 
 
 def test_metrics_are_reduced_where_they_live():
     t = torch.tensor([3, 4])
     assert all_reduce_sum(t) is t  # no process group: nothing to reduce, no copy elsewhere
+
+
+def test_fg_bg_counts_call_background_against_any_foreground():
+    logits = torch.tensor([[5.0, 0.0, 1.0], [0.0, 5.0, 1.0], [0.0, 0.0, 9.0], [9.0, 0.0, 0.0]])
+    y = torch.tensor([1, 1, 2, 2])  # column 2 is background
+    # right: fg called fg (a wrong class still counts), fg called fg, bg called bg; wrong: bg
+    assert fg_bg_counts(logits, y, bg_col=2).tolist() == [3, 4]

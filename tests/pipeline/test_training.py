@@ -1,10 +1,15 @@
 """Both fine-tuning stages through a real local Ray instance with 2 CPU workers."""
 
+import re
+import shutil
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 import torch
 
 from pipeline import storage
+from pipeline.categories import read_categories
 from pipeline.category_sets import set_b
 from pipeline.checkpoints import load_model, save_model
 from pipeline.extract_stage import run_extract
@@ -48,8 +53,6 @@ def test_classifier_learns(trained):
     assert summary["categories"] == 8 and summary["epoch"] == 6
     assert summary["holdout_accuracy"] > 0.4  # chance: 1/8
     _, categories, payload = load_model(model_url(work, "cls.pt"))
-    from pipeline.categories import read_categories
-
     assert categories.wnids[:6] == tuple(c.wnid for c in read_categories(data))
     assert payload["kind"] == "cls" and payload["input_size"] == 32
 
@@ -83,6 +86,65 @@ def test_detection_finetune_raises_fg_bg_accuracy_and_a_rerun_resumes(trained):
     longer = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 40})
     again = run_train_det(data, work, longer, name="resumable")
     assert again["resumed_from"] == 20 and again["iteration"] == 40
+
+
+def mirror_boxes(root: Path, wnids: set[str]) -> int:
+    """Mirror every box of ``wnids`` left-right in the DET annotations under ``root``: still
+    valid boxes, in other places. Returns how many moved."""
+    moved = 0
+
+    def mirror(m: re.Match) -> str:
+        nonlocal moved
+        name, x1, y1, x2, y2 = m.group(1), *map(int, m.groups()[1:])
+        if name not in wnids:
+            return m.group(0)
+        moved += 1
+        x1, x2 = width - 1 - x2, width - 1 - x1
+        return (
+            f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
+
+    pattern = re.compile(
+        r"<object><name>(\w+)</name><bndbox><xmin>(\d+)</xmin><ymin>(\d+)</ymin>"
+        r"<xmax>(\d+)</xmax><ymax>(\d+)</ymax></bndbox></object>"
+    )
+    for xml in root.glob("ILSVRC2013_DET_bbox_*/**/*.xml"):
+        text = xml.read_text()
+        width = int(re.search(r"<width>(\d+)</width>", text).group(1))
+        xml.write_text(pattern.sub(mirror, text))
+    return moved
+
+
+def test_no_training_input_depends_on_a_box_of_set_a(trained, tmp_path):
+    """The paper's set A has no boxes. Moving all of them must change no training shard and no
+    bit of the fine-tuned model; the oracle's windows, labelled with every box, do change."""
+    data, work, _ = trained
+    other_data, other_work = tmp_path / "data", tmp_path / "work"
+    shutil.copytree(data, other_data)
+    det = [c.wnid for c in read_categories(data)]
+    assert mirror_boxes(other_data, set(det) - set(set_b(data, DET))) > 10
+    (other_work / "models").mkdir(parents=True)
+    shutil.copy(model_url(work, "cls.pt"), other_work / "models")
+    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 10})
+
+    def windows(w, split: str) -> list[bytes]:
+        return [p.read_bytes() for p in sorted(Path(w, "extract", split, "windows").iterdir())]
+
+    models = []
+    for d, w in ((data, work), (str(other_data), str(other_work))):
+        for split in ("det-train", "val1"):
+            run_extract(d, w, split, EXTRACT, progress=False)
+            run_extract(d, w, split, EXTRACT, progress=False, oracle=True)
+        run_train_det(d, w, cfg, name="strict")
+        models.append(load_model(model_url(w, "det-strict.pt"))[0].state_dict())
+    for split in ("det-train", "val1"):
+        assert windows(work, split) == windows(other_work, split)
+        assert windows(work, f"{split}-oracle") != windows(other_work, f"{split}-oracle")
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
+    every_box = load_section(None, "x", TrainConfig, **{**cfg.__dict__, "set_b": "all"})
+    with pytest.raises(ValueError, match="labelled with the boxes of 3 categories"):
+        run_train_det(data, work, every_box, name="mislabelled")  # windows of set B only
 
 
 def test_bad_inputs_are_refused_before_training(trained, tmp_path):
