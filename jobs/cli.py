@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from jobs.common import add_common, apply_common
+from jobs.common import add_common, run_stage
 
 # subcommand -> module in jobs/ with DESCRIPTION, add_arguments(parser) and run(args)
 STAGES = {
@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    apply_common(args)
-    return args.run(args)
+    return run_stage(args.stage, args, args.run)
 
 
 if __name__ == "__main__":

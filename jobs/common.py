@@ -15,6 +15,34 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         help="S3 endpoint URL for s3:// paths (e.g. a local moto/minio); "
         "otherwise the standard AWS variables apply",
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an input or config error"
+    )
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a user can fix (bad data, a missing file or config, a bad value, a stale work dir):
+    one line and exit code 2, not a traceback."""
+    import yaml
+
+    from pipeline.extract_stage import StaleWorkDir
+
+    return (ValueError, FileNotFoundError, NotADirectoryError, StaleWorkDir, yaml.YAMLError)
+
+
+def run_stage(name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    """``run(args)``, with the user's errors as one line on stderr and exit code 2."""
+    try:
+        apply_common(args)
+        return run(args)
+    except user_errors() as exc:
+        if getattr(args, "debug", False):
+            raise
+        lines = [x for x in str(exc).strip().splitlines() if x.strip()] or [type(exc).__name__]
+        # an error raised in a Ray task arrives with its remote traceback: its last line names it
+        message = lines[0] if len(lines) == 1 else lines[-1].strip()
+        print(f"lsda {name}: error: {message} (--debug for the traceback)", file=sys.stderr)
+        return 2
 
 
 def add_address(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +57,10 @@ def apply_common(args: argparse.Namespace) -> None:
     from pipeline.storage import absolute
 
     quiet_ray_defaults()
+    if getattr(args, "config", None):
+        from schemas.config import config_url
+
+        args.config = config_url(args.config)
     for name in ("data", "work", "out"):
         if getattr(args, name, None):
             setattr(args, name, absolute(getattr(args, name)))
@@ -80,7 +112,7 @@ def scoring_from_args(args: argparse.Namespace):
         return scoring, load_section(args.config, "extract", ExtractConfig)
     proposals = extracted_with(args.work, "det-train")
     if proposals is None and getattr(args, "images", None):
-        raise SystemExit(
+        raise ValueError(
             "--images: no proposal settings; pass --config (its [extract] section) or a --work "
             "whose det-train split was extracted, so that scoring sees training's proposals"
         )
@@ -98,12 +130,7 @@ def stage_main(
     add_arguments(parser)
     add_common(parser)
     args = parser.parse_args(argv)
-    apply_common(args)
-    return run(args)
-
-
-def exit_with(code: int) -> None:
-    sys.exit(code)
+    return run_stage(parser.prog.removesuffix(".py"), args, run)
 
 
 def glob_images(pattern: str) -> list[str]:
@@ -113,7 +140,7 @@ def glob_images(pattern: str) -> list[str]:
     fs, path = storage.get_fs(pattern)
     images = sorted(storage.to_url(pattern, p) for p in fs.glob(path))
     if not images:
-        raise SystemExit(f"no image matches {pattern}")
+        raise FileNotFoundError(f"no image matches {pattern}")
     return images
 
 

@@ -12,7 +12,11 @@ DESCRIPTION = "run every stage (extract .. report) and print the paper's ablatio
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root URL")
     p.add_argument("--work", required=True, help="work dir URL (finished stages are skipped)")
-    p.add_argument("--config", default="configs/toyworld.yaml", help="YAML config")
+    p.add_argument(
+        "--config",
+        default="toyworld",
+        help="a shipped config (toyworld, ilsvrc13, imagenet7k) or a YAML path/URL",
+    )
     p.add_argument("--quick", action="store_true", help="apply the config's [quick] section")
     p.add_argument("--no-progress", action="store_true")
 

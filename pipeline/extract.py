@@ -40,7 +40,6 @@ from schemas.arrow import (
 from schemas.config import ExtractConfig
 from schemas.records import ClsImage
 
-OUTPUTS = ("proposals", "windows", "cls", "manifest")
 RETRYABLE = "read-error"  # quarantine reasons that a re-run tries again
 
 

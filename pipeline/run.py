@@ -13,6 +13,7 @@ from functools import partial
 
 from pipeline import storage
 from pipeline.adapt_stage import run_adapt
+from pipeline.categories import read_categories
 from pipeline.category_sets import held_back, set_b
 from pipeline.detect_stage import run_detect
 from pipeline.evaluate_stage import run_evaluate
@@ -70,6 +71,7 @@ def run_pipeline(
 ) -> dict:
     data, work = storage.absolute(data), storage.absolute(work)
     ext, cls_cfg, det_cfg, run_cfg = load_configs(config, quick)
+    read_categories(data)  # a dataset root without its category list fails here, before Ray
     scoring = load_section(config, "scoring", ScoringConfig)
     if run_cfg.hold_back:  # one setting for every stage
         cls_cfg = _variant(cls_cfg, hold_back=run_cfg.hold_back)

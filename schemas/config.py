@@ -123,6 +123,20 @@ class ExtractConfig:
             raise ValueError("window_size must be >= 8 and shard_size >= 1")
 
 
+def config_url(spec: str) -> str:
+    """A ``--config`` value as a URL: a shipped config's name (``toyworld``, ``ilsvrc13``,
+    ``imagenet7k``), or a path / URL as given."""
+    if "/" in spec or spec.endswith((".yaml", ".yml")):
+        return spec
+    from importlib.resources import files
+
+    shipped = files("configs") / f"{spec}.yaml"
+    if not shipped.is_file():
+        names = sorted(p.name[:-5] for p in files("configs").iterdir() if p.name.endswith(".yaml"))
+        raise FileNotFoundError(f"no config named {spec!r}: use one of {names}, or a path")
+    return str(shipped)
+
+
 def load_section(path: str | None, section: str, cls: type, **overrides: Any) -> Any:
     """One section of a YAML config file as ``cls``, with command-line overrides on top."""
     values: dict[str, Any] = {}

@@ -1,6 +1,8 @@
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from jobs.cli import STAGES, main
 
@@ -65,3 +67,50 @@ def test_local_paths_become_absolute_urls_stay(monkeypatch, tmp_path):
         "s3://bucket/work",
         str(tmp_path / "out"),
     )
+
+
+def test_a_user_error_is_one_line_and_exit_code_2(tmp_path, capsys):
+    """No map_det.txt: the message names the file, no traceback, and Ray never starts."""
+    import ray
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["run", "--data", str(empty), "--work", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "map_det.txt" in err[0] and err[0].startswith("lsda run: error:")
+    assert not ray.is_initialized()
+    assert main(["run", "--data", str(empty), "--work", "w", "--config", "nosuch"]) == 2
+    assert "no config named 'nosuch'" in capsys.readouterr().err
+
+
+def test_an_installed_lsda_works_from_any_directory(tmp_path, tiny_world):
+    """``pip install .`` (a wheel, not the checkout) run from another directory: the shipped
+    configs are found by name, and user errors stay one line."""
+    root = Path(__file__).resolve().parents[2]
+    src = tmp_path / "src"
+    for name in ("pipeline", "jobs", "schemas", "configs"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(site), str(src)], check=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+
+    def lsda(*argv: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "jobs.cli", *argv]
+        return subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True)
+
+    where = subprocess.run(
+        [sys.executable, "-c", "import pipeline, configs; print(pipeline.__file__)"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(site))
+    assert lsda("run", "--help").returncode == 0
+    done = lsda("check-data", tiny_world)
+    assert done.returncode == 0 and "problems: 0" in done.stdout, done.stderr
+    failed = lsda("run", "--data", str(elsewhere), "--work", str(tmp_path / "w"))
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.count("\n") == 1 and "map_det.txt" in failed.stderr

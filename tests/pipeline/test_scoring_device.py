@@ -139,5 +139,5 @@ def test_detect_takes_the_device_and_proposal_settings_from_its_config(tmp_path)
     assert (proposals.resize_width, proposals.min_box, proposals.window_size) == (0, 8, 32)
     assert scoring == ScoringConfig()
     args = p.parse_args([*common, "--images", "x/*.jpg"])  # nothing says how to propose
-    with pytest.raises(SystemExit, match="proposal settings"):
+    with pytest.raises(ValueError, match="proposal settings"):
         detect_job.scoring_from_args(args)
