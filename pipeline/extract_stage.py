@@ -136,12 +136,18 @@ def _params(
     }
 
 
+def extraction_params(work: str, split: str) -> dict | None:
+    """``params.json`` of ``split`` (a folder under ``WORK/extract``), or None if not extracted."""
+    url = storage.join(split_dir(work, split), "params.json")
+    return json.loads(storage.read_text(url)) if storage.exists(url) else None
+
+
 def extracted_with(work: str, split: str) -> ExtractConfig | None:
     """The settings ``split`` was extracted with in ``work`` (None if it was not)."""
-    url = storage.join(split_dir(work, split), "params.json")
-    if not storage.exists(url):
+    params = extraction_params(work, split)
+    if params is None:
         return None
-    values = json.loads(storage.read_text(url))["config"]
+    values = params["config"]
     return ExtractConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 

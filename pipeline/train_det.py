@@ -14,7 +14,6 @@ from the forward pass each step makes anyway. The result is ``WORK/models/det-<n
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 
@@ -25,7 +24,7 @@ from pipeline import storage, trainer
 from pipeline.categories import read_categories
 from pipeline.category_sets import held_back, set_b
 from pipeline.checkpoints import load_model, save_model
-from pipeline.extract_stage import TRAINING_SPLITS, labelled_split
+from pipeline.extract_stage import TRAINING_SPLITS, extraction_params, labelled_split
 from pipeline.layers import configure_trainable, parse_layers
 from pipeline.train_cls import MODEL_NAME, model_url, shard_params
 from pipeline.train_data import WINDOW_READER, part_files, to_input, worker_batch
@@ -153,12 +152,12 @@ def _check_labelling(work: str, splits: list[str], wanted, cfg: TrainConfig) -> 
     """The windows must be labelled with the boxes this training may see: set B's, or every
     box for the oracle (set at extraction, where annotations enter; ``params.json``)."""
     for split in splits:
-        url = storage.join(work, "extract", split, "params.json")
-        got = json.loads(storage.read_text(url)).get("boxes_of")
+        got = (extraction_params(work, split) or {}).get("boxes_of")
         if got != wanted:
             raise ValueError(
-                f"{url}: windows labelled with the boxes of {_describe(got)}, but this "
-                f"fine-tune (set_b={cfg.set_b}, oracle={cfg.oracle}) needs {_describe(wanted)}; "
+                f"{work}/extract/{split}: windows labelled with the boxes of {_describe(got)}, "
+                f"but this fine-tune (set_b={cfg.set_b}, oracle={cfg.oracle}) needs "
+                f"{_describe(wanted)}; "
                 "extract the training splits again with the same set_b"
             )
 
