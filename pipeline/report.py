@@ -40,6 +40,54 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def html_table(header: list[str], rows: list[list]) -> str:
+    """A plain HTML table; cells are escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def ablation_table(rows: list[dict], split: str) -> str:
+    """The rows with links to each detector's detections (COCO-style JSON) and metrics."""
+    out = []
+    for r in rows:
+        name = r["name"]
+        links = (
+            f'<a href="../detect/{name}/{split}/detections.json">detections</a> · '
+            f'<a href="../evaluate/{name}/{split}/metrics.json">metrics</a>'
+        )
+        cells = [_pct(r[k]) for k in ("map_heldout", "map_trained", "map_all")]
+        out.append(
+            f"<tr><td>{html.escape(name)}</td>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + f"<td>{links}</td></tr>"
+        )
+    head = "<tr><th>row</th><th>held-out</th><th>trained</th><th>all</th><th>files</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(out)}</tbody></table>"
+
+
+def category_table(metrics: dict[str, dict]) -> str:
+    """AP (%) of every category for every row, held-out categories first, then trained; each
+    group sorted by the k-NN row's AP (the first row's when there is none), best first."""
+    names = list(metrics)
+    key_row = "knn-5" if "knn-5" in metrics else names[0]
+    per_row = {n: {c["wnid"]: c for c in metrics[n]["categories"]} for n in names}
+    cats = list(per_row[key_row].values())
+    order = {"A": 0, "B": 1}
+
+    def sort_key(c: dict):
+        return (order.get(c["set"], 2), -(c["ap"] if c["ap"] is not None else -1.0))
+
+    rows = [
+        [c["name"], {"A": "held-out", "B": "trained"}.get(c["set"], c["set"]), c["gt"]]
+        + [_pct(per_row[n][c["wnid"]]["ap"]) for n in names]
+        for c in sorted(cats, key=sort_key)
+    ]
+    return html_table(["category", "set", "objects", *names], rows)
+
+
 def _save_png(fig, url: str) -> None:
     import io
 
@@ -183,19 +231,23 @@ def write_report(
     heldout = {c["wnid"] for c in next(iter(metrics.values()))["categories"] if c["set"] == "A"}
     examples = _examples(data, work, run_cfg.eval_split, heldout, run_cfg.draw)
     table = format_table(rows)
+    split = run_cfg.eval_split
+    timing_rows = [[stage, f"{s:.1f}"] for stage, s in timings.items()]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>LSDA report</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:4px 12px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}} tbody tr:nth-child(odd){{background:#f4f4f4}}
 img{{margin:4px;max-width:100%}}</style></head><body>
 <h1>LSDA ablation on {html.escape(data)}</h1>
-<p>mAP (%) on {html.escape(run_cfg.eval_split)}, ILSVRC devkit protocol. Held-out: categories
-without boxes (set A); trained: set B.</p>
-<pre>{html.escape(table)}</pre>
+<p>mAP (%) on {html.escape(split)}, ILSVRC devkit protocol. Held-out: categories
+without boxes (set A); trained: set B. All numbers: <a href="metrics.json">metrics.json</a>.</p>
+{ablation_table(rows, split)}
 <h2>Relative effectiveness</h2>{_img(storage.join(rdir, "relative.png"))}
 <h2>False positives on held-out categories</h2>{_img(storage.join(rdir, "errors.png"))}
 <h2>Training curves</h2>{_img(storage.join(rdir, "curves.png"))}
 <h2>Example detections of held-out categories (k-NN adapted detector)</h2>
 {"".join(_img(u) for u in examples)}
-<h2>Time per stage (s)</h2><pre>{html.escape(json.dumps(timings, indent=1))}</pre>
+<h2>AP per category (%)</h2>{category_table(metrics)}
+<h2>Time per stage (s)</h2>{html_table(["stage", "seconds"], timing_rows)}
 </body></html>"""
     storage.write_text(storage.join(rdir, "index.html"), page)
     print(table, flush=True)

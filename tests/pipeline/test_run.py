@@ -73,6 +73,8 @@ def test_report_page_and_charts(quick_run):
     assert "knn-5" in page and "oracle" in page
     assert page.count("data:image/png") == 3  # relative effectiveness, error types, curves
     assert page.count("data:image/jpeg") >= 1  # example detections of held-out categories
+    assert page.count("<table>") == 3  # the rows, AP per category, time per stage
+    assert 'href="../detect/knn-5/val2/detections.json"' in page and "AP per category" in page
     assert all(
         Path(work, "report", f).stat().st_size > 0
         for f in ("relative.png", "errors.png", "curves.png")
