@@ -63,19 +63,16 @@ def detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostConfig):
         if k < top:  # and candidates left beyond the prefix
             short &= ranked_scores[active, k] > cfg.score_threshold
         else:
-            short[:] = False
+            short.zero_()
         done = ~short[rows]
         found_cls.append(active[rows[done]])
         found_rank.append(ranks[done])
         active, k = active[short], min(2 * k, top)
     keep_cls, keep_rank = torch.cat(found_cls), torch.cat(found_rank)
     kept_scores = ranked_scores[keep_cls, keep_rank]
-    order = kept_scores.argsort(descending=True, stable=True)
+    order = kept_scores.argsort(descending=True, stable=True)[: cfg.max_per_image or None]
     keep_cls, keep_rank = keep_cls[order], keep_rank[order]
-    if cfg.max_per_image:
-        keep_cls, keep_rank = keep_cls[: cfg.max_per_image], keep_rank[: cfg.max_per_image]
-    windows = ranked_idx[keep_cls, keep_rank]
-    return boxes[windows].float(), ranked_scores[keep_cls, keep_rank], keep_cls
+    return boxes[ranked_idx[keep_cls, keep_rank]].float(), kept_scores[order], keep_cls
 
 
 PREFIX_PER_KEPT = 4  # first pass: a class's best 4 x max_per_class windows

@@ -28,7 +28,7 @@ from pipeline.detect_stage import (
 )
 from pipeline.hierarchy import read_hierarchy
 from pipeline.models import CategoryMap
-from pipeline.scoring import WindowFeeder, scoring_device
+from pipeline.scoring import WindowFeeder
 from pipeline.vocab import VocabPostConfig, VocabScorer
 from schemas.config import ExtractConfig, ScoringConfig
 
@@ -57,10 +57,9 @@ class VocabActor:
     ):
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
-        device = scoring_device(scoring)
         model, categories, payload = load_model(url)
         self.mean = payload["pixel_mean"]
-        self.feeder = WindowFeeder(payload["input_size"], self.mean, scoring, device)
+        self.feeder = WindowFeeder(payload["input_size"], self.mean, scoring)
         self.model = self.feeder.prepare(model)
         out = self.model.output
         self.scorer = VocabScorer(
@@ -68,7 +67,7 @@ class VocabActor:
         )
         self.columns = list(categories.wnids) + nodes
         self.ids = {w: i + 1 for i, w in enumerate(self.columns)}
-        self.name, self.proposals, self.device = name, proposals, device
+        self.name, self.proposals, self.device = name, proposals, self.feeder.device
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
@@ -86,10 +85,7 @@ class VocabActor:
 
     def features(self, image, boxes) -> torch.Tensor:
         """fc7 features (windows, D) of the image's windows, float32 on the scoring device."""
-        parts = []
-        for x in self.feeder.batches(image, boxes):
-            with self.feeder.autocast():
-                parts.append(self.model.fc7_features(x).float())
+        parts = self.feeder.map(image, boxes, lambda x: self.model.fc7_features(x).float())
         empty = torch.zeros(0, self.scorer.w.shape[1], device=self.device)
         return torch.cat(parts) if parts else empty
 

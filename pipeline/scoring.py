@@ -39,7 +39,8 @@ class WindowFeeder:
     """An image's windows as network inputs on ``device``, in batches, and the precision the
     network runs them in."""
 
-    def __init__(self, size: int, mean, cfg: ScoringConfig, device: torch.device):
+    def __init__(self, size: int, mean, cfg: ScoringConfig, device: torch.device | None = None):
+        device = device or scoring_device(cfg)
         self.size, self.device = size, device
         self.mean = np.asarray(mean, np.float32)
         self.fill = torch.from_numpy(np.round(self.mean)).to(device)  # cv2 path's uint8 fill
@@ -77,11 +78,13 @@ class WindowFeeder:
             x = normalise(x, self.mean)
             yield x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-
-def window_batches(image: np.ndarray, boxes: np.ndarray, size: int, mean) -> list[torch.Tensor]:
-    """The CPU path's network inputs for ``boxes`` of ``image`` (tests, benchmarks)."""
-    feeder = WindowFeeder(size, mean, ScoringConfig(), torch.device("cpu"))
-    return list(feeder.batches(image, boxes))
+    def map(self, image: np.ndarray, boxes: np.ndarray, fn) -> list:
+        """``fn`` of every batch of the image's windows, run in the feeder's precision."""
+        out = []
+        for x in self.batches(image, boxes):
+            with self.autocast():
+                out.append(fn(x))
+        return out
 
 
 def _trunk_key(model: LSDANet) -> str:
@@ -103,7 +106,6 @@ class MultiDetector:
         rows: list[str] | None = None,
         scoring: ScoringConfig = ScoringConfig(),
     ):
-        self.device = scoring_device(scoring)
         self.post = post
         self.trunks: dict[str, LSDANet] = {}
         self.heads: dict[str, tuple[str, torch.nn.Linear]] = {}
@@ -113,7 +115,8 @@ class MultiDetector:
             if self.categories is None:
                 self.categories, self.input_size = categories, payload["input_size"]
                 self.mean = np.asarray(payload["pixel_mean"], np.float32)
-                self.feeder = WindowFeeder(self.input_size, self.mean, scoring, self.device)
+                self.feeder = WindowFeeder(self.input_size, self.mean, scoring)
+                self.device = self.feeder.device
             elif categories != self.categories:
                 raise ValueError(f"{url}: category map differs from the other detectors'")
             key = _trunk_key(model)
@@ -130,14 +133,14 @@ class MultiDetector:
     @torch.no_grad()
     def logits(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
         """name -> (windows, K + 1) float32 logits, on the scoring device."""
-        out: dict[str, list[torch.Tensor]] = {name: [] for name in self.heads}
-        for x in self.feeder.batches(image, boxes):
-            with self.feeder.autocast():
-                feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
-                for name, (key, head) in self.heads.items():
-                    out[name].append(head(feats[key]).float())
+
+        def heads(x: torch.Tensor) -> dict[str, torch.Tensor]:  # each trunk once per batch
+            feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
+            return {name: head(feats[key]).float() for name, (key, head) in self.heads.items()}
+
+        per_batch = self.feeder.map(image, boxes, heads)
         empty = torch.zeros(0, self.categories.num_categories + 1, device=self.device)
-        return {name: torch.cat(parts) if parts else empty for name, parts in out.items()}
+        return {n: torch.cat([b[n] for b in per_batch]) if per_batch else empty for n in self.heads}
 
     def score(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, tuple]:
         """name -> (boxes, scores, wnids) after background subtraction and NMS."""

@@ -228,15 +228,3 @@ class RowPool:
             self.rows -= min(m, n)
             n -= min(m, n)
         return parts
-
-
-def take_rows(batches: Iterator[dict], limit: int) -> dict | None:
-    """The first ``limit`` rows of ``batches`` as one batch (None if there are none)."""
-    pool = RowPool()
-    for batch in batches:
-        pool.add(batch)
-        if pool.rows >= limit:
-            break
-    if hasattr(batches, "close"):  # a generator: stop its dataset's reads now
-        batches.close()
-    return pool.take(limit) if pool.rows else None

@@ -9,7 +9,7 @@ import torch
 
 from pipeline.extract_stage import mixed_order
 from pipeline.train_data import worker_batch
-from pipeline.train_stream import ShardStream, deal, pass_seed, split_minibatches, take_rows
+from pipeline.train_stream import ShardStream, deal, pass_seed, split_minibatches
 
 FILES = [f"part-{i:05d}.parquet" for i in range(10)]
 
@@ -110,18 +110,3 @@ def test_one_stream_splits_into_fg_and_bg_minibatches():
         assert len(fg["label"]) == 4 and (fg["label"] != bg_row).all()
         assert len(bg["label"]) == 12 and (bg["label"] == bg_row).all()
         assert torch.equal(fg["image"], fg["label"])  # columns stay aligned
-
-
-def test_take_rows_stops_early_and_closes():
-    closed = []
-
-    def batches():
-        try:
-            for i in range(100):
-                yield {"label": torch.arange(i * 10, i * 10 + 10)}
-        finally:
-            closed.append(True)
-
-    got = take_rows(batches(), 25)
-    assert got["label"].tolist() == list(range(25)) and closed == [True]
-    assert take_rows(iter(()), 5) is None
