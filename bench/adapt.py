@@ -2,10 +2,10 @@
 peak memory.
 
 100,000 held-out categories against 10,000 with boxes, rows of 4,096 features + bias (AlexNet's
-fc7), k = 5: ``pipeline.adapt.adapt`` (chunked, writing the adapted rows over the input) against
-the floor of the float32 matrix product of the same shape (queries x keys, the distance
-computation every k-NN search needs), timed in the same run. Peak memory is the process's
-maximum resident set, inputs included (goal: under 4 GiB).
+fc7), k = 5: ``pipeline.adapt.rows.adapt`` (chunked, writing the adapted rows over the input)
+against the floor of the float32 matrix product of the same shape (queries x keys, the distance
+computation every k-NN search needs), timed in the same run. Peak memory is the process's maximum
+resident set, inputs included (goal: under 4 GiB).
 
 Usage: python bench/adapt.py [--heldout 100000] [--trained 10000] [--dim 4097]
 """
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.adapt import adapt  # noqa: E402
+from pipeline.adapt.rows import adapt  # noqa: E402
 
 
 def peak_gib() -> float:

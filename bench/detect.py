@@ -26,19 +26,19 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline import storage  # noqa: E402
-from pipeline.categories import read_categories  # noqa: E402
-from pipeline.checkpoints import save_model  # noqa: E402
-from pipeline.detect_stage import run_detect  # noqa: E402
-from pipeline.extract_stage import run_extract  # noqa: E402
-from pipeline.images import decode_rgb  # noqa: E402
-from pipeline.models import CategoryMap, get_model  # noqa: E402
-from pipeline.postprocess import PostConfig  # noqa: E402
-from pipeline.ray_env import start_local_ray  # noqa: E402
-from pipeline.scoring import MultiDetector  # noqa: E402
+from pipeline.data.categories import read_categories  # noqa: E402
+from pipeline.detect.postprocess import PostConfig  # noqa: E402
+from pipeline.detect.scoring import MultiDetector  # noqa: E402
+from pipeline.detect.stage import run_detect  # noqa: E402
+from pipeline.extract.stage import run_extract  # noqa: E402
+from pipeline.io import storage  # noqa: E402
+from pipeline.io.images import decode_rgb  # noqa: E402
+from pipeline.io.ray_env import start_local_ray  # noqa: E402
+from pipeline.model.checkpoints import save_model  # noqa: E402
+from pipeline.model.nets import CategoryMap, get_model  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
-from pipeline.train_cls import model_url  # noqa: E402
-from pipeline.train_data import part_files  # noqa: E402
+from pipeline.train.classifier import model_url  # noqa: E402
+from pipeline.train.data import part_files  # noqa: E402
 from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
 
 # detector -> the trunk it shares (as in lsda run: heads differ, trunks are shared)

@@ -2,7 +2,7 @@
 
 A synthetic detection set (default 10,000 images, 20 categories, 1-3 objects per image, the
 objects found with jittered boxes plus false positives, ~10 detections per image) is evaluated
-by ``pipeline.evaluate.evaluate_detections`` and by pycocotools' ``COCOeval`` restricted to
+by ``pipeline.evaluate.devkit.evaluate_detections`` and by pycocotools' ``COCOeval`` restricted to
 what ours computes (IoU 0.5, one area range, 100 detections per image). Objects are >= 30 px,
 where the devkit's threshold is 0.5 like COCO's, so the mAPs must agree up to the interpolation
 (COCO samples 101 recall points, the devkit integrates all of them).
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.evaluate import evaluate_detections, mean_ap  # noqa: E402
+from pipeline.evaluate.devkit import evaluate_detections, mean_ap  # noqa: E402
 
 
 def synthetic(n_images: int, n_categories: int, seed: int = 0):

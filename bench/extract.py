@@ -26,15 +26,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline import storage  # noqa: E402
-from pipeline.boxes import iou_matrix  # noqa: E402
-from pipeline.det_reader import read_det_split  # noqa: E402
-from pipeline.extract_stage import run_extract  # noqa: E402
-from pipeline.images import decode_rgb  # noqa: E402
-from pipeline.proposals import selective_search  # noqa: E402
-from pipeline.ray_env import start_local_ray  # noqa: E402
+from pipeline.data.boxes import iou_matrix  # noqa: E402
+from pipeline.data.det_reader import read_det_split  # noqa: E402
+from pipeline.extract.proposals import selective_search  # noqa: E402
+from pipeline.extract.stage import run_extract  # noqa: E402
+from pipeline.extract.warp import context_padding, warp_geometry, warp_windows  # noqa: E402
+from pipeline.io import storage  # noqa: E402
+from pipeline.io.images import decode_rgb  # noqa: E402
+from pipeline.io.ray_env import start_local_ray  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
-from pipeline.warp import context_padding, warp_geometry, warp_windows  # noqa: E402
 from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
 
 CFG = load_section("configs/toyworld.yaml", "extract", ExtractConfig)

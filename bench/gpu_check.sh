@@ -47,8 +47,8 @@ stage detect lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det
 python3 - "$WORK" "$T/detect.log" <<'PY'
 import json, sys
 import pyarrow.compute as pc
-from pipeline import storage
-from pipeline.train_data import part_files
+from pipeline.io import storage
+from pipeline.train.data import part_files
 work, log = sys.argv[1:]
 windows = sum(pc.sum(pc.list_value_length(storage.read_table(u, ["boxes"])["boxes"])).as_py() // 4
               for u in part_files(work, "val2", "proposals"))
@@ -63,7 +63,7 @@ done
 python3 - "$WORK" <<'PY'
 import sys
 import torch
-from pipeline.checkpoints import load_payload
+from pipeline.model.checkpoints import load_payload
 work = sys.argv[1]
 for name in ("cls.pt", "det-all-fcB.pt"):
     p = load_payload(f"{work}/models/{name}")

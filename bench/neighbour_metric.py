@@ -1,5 +1,5 @@
 """k-NN adaptation's neighbour metric (issue: the paper's protocol): the paper's (fc7 weight rows,
-l2-normalised, Euclidean; ``pipeline.adapt``) against the one used before, which also counted
+l2-normalised, Euclidean; ``pipeline.adapt.rows``) against the one used before, which also counted
 the bias as a coordinate. The offset moves the whole row, bias included, under both.
 
 On a finished ``lsda run``: adapts ``det-all-fcB.pt`` with each metric (k = 5), scores the
@@ -18,13 +18,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.adapt import adapt, apply_rows, with_bias  # noqa: E402
-from pipeline.category_sets import held_back, set_b  # noqa: E402
-from pipeline.checkpoints import load_model, save_model  # noqa: E402
-from pipeline.detect_stage import run_detect  # noqa: E402
-from pipeline.evaluate_stage import run_evaluate  # noqa: E402
-from pipeline.ray_env import start_local_ray  # noqa: E402
-from pipeline.train_cls import model_url  # noqa: E402
+from pipeline.adapt.rows import adapt, apply_rows, with_bias  # noqa: E402
+from pipeline.data.category_sets import held_back, set_b  # noqa: E402
+from pipeline.detect.stage import run_detect  # noqa: E402
+from pipeline.evaluate.stage import run_evaluate  # noqa: E402
+from pipeline.io.ray_env import start_local_ray  # noqa: E402
+from pipeline.model.checkpoints import load_model, save_model  # noqa: E402
+from pipeline.train.classifier import model_url  # noqa: E402
 from schemas.config import TrainConfig  # noqa: E402
 
 

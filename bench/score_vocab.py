@@ -1,7 +1,7 @@
 """Large-vocabulary post-processing (issue: the large-vocabulary detector). Prints ratios.
 
 One image: N proposal windows with AlexNet fc7 features (4,096-d), an output layer of 7,604
-categories + background. Ours (``pipeline.vocab.VocabScorer``): the output layer in chunks,
+categories + background. Ours (``pipeline.detect.vocab.VocabScorer``): the output layer in chunks,
 each pruned at once (score >= 1, best 10 windows per category), then per-class NMS 0.1,
 cross-class NMS 0.4, at most 100 classes. The obvious alternative (``naive_detect``): the full
 windows x categories score matrix, then a loop over the categories (threshold + NMS each),
@@ -24,14 +24,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.models import get_model  # noqa: E402
-from pipeline.vocab import (  # noqa: E402
+from pipeline.detect.vocab import (  # noqa: E402
     Candidates,
     VocabPostConfig,
     VocabScorer,
     naive_post,
     prune,
 )
+from pipeline.model.nets import get_model  # noqa: E402
 
 
 def timed(fn, *args):

@@ -23,14 +23,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.categories import read_categories  # noqa: E402
-from pipeline.checkpoints import load_payload, save_model  # noqa: E402
-from pipeline.extract_stage import run_extract  # noqa: E402
-from pipeline.hierarchy import read_hierarchy  # noqa: E402
-from pipeline.models import CategoryMap, get_model  # noqa: E402
-from pipeline.ray_env import start_local_ray  # noqa: E402
-from pipeline.score_vocab_stage import run_score_vocab  # noqa: E402
-from pipeline.train_cls import model_url  # noqa: E402
+from pipeline.data.categories import read_categories  # noqa: E402
+from pipeline.data.hierarchy import read_hierarchy  # noqa: E402
+from pipeline.detect.vocab_stage import run_score_vocab  # noqa: E402
+from pipeline.extract.stage import run_extract  # noqa: E402
+from pipeline.io.ray_env import start_local_ray  # noqa: E402
+from pipeline.model.checkpoints import load_payload, save_model  # noqa: E402
+from pipeline.model.nets import CategoryMap, get_model  # noqa: E402
+from pipeline.train.classifier import model_url  # noqa: E402
 from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
 
 

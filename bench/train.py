@@ -23,15 +23,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.category_sets import set_b
-from pipeline.checkpoints import load_model  # noqa: E402
-from pipeline.extract_stage import run_extract  # noqa: E402
-from pipeline.layers import configure_trainable, parse_layers  # noqa: E402
-from pipeline.ray_env import start_local_ray  # noqa: E402
+from pipeline.data.category_sets import set_b
+from pipeline.extract.stage import run_extract  # noqa: E402
+from pipeline.io.ray_env import start_local_ray  # noqa: E402
+from pipeline.model.checkpoints import load_model  # noqa: E402
+from pipeline.model.layers import configure_trainable, parse_layers  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
-from pipeline.train_cls import model_url, run_train_cls  # noqa: E402
-from pipeline.train_data import part_files, to_input  # noqa: E402
-from pipeline.train_det import run_train_det  # noqa: E402
+from pipeline.train.classifier import model_url, run_train_cls  # noqa: E402
+from pipeline.train.data import part_files, to_input  # noqa: E402
+from pipeline.train.detector import run_train_det  # noqa: E402
 from schemas.arrow import BACKGROUND  # noqa: E402
 from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config  # noqa: E402
 

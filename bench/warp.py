@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.warp import context_padding, warp_windows  # noqa: E402
-from pipeline.warp_torch import warp_windows_torch  # noqa: E402
+from pipeline.detect.warp_torch import warp_windows_torch  # noqa: E402
+from pipeline.extract.warp import context_padding, warp_windows  # noqa: E402
 
 MEAN = np.array([123.68, 116.78, 103.94], np.float32)
 
@@ -91,12 +91,12 @@ def compare(images: list[np.ndarray], boxes: list[np.ndarray], size: int, batch:
 
 def map_both_ways(data: str, work: str) -> list[tuple[str, dict, dict]]:
     """(row, cv2 metrics, torch metrics) for the six detectors of the run in ``work``."""
-    from pipeline.category_sets import held_back, set_b
-    from pipeline.detect_stage import run_detect
-    from pipeline.evaluate_stage import run_evaluate
-    from pipeline.ray_env import start_local_ray
+    from pipeline.data.category_sets import held_back, set_b
+    from pipeline.detect.stage import run_detect
+    from pipeline.evaluate.stage import run_evaluate
+    from pipeline.io.ray_env import start_local_ray
     from pipeline.run import DETECTORS
-    from pipeline.train_cls import model_url
+    from pipeline.train.classifier import model_url
     from schemas.config import ScoringConfig, TrainConfig
 
     start_local_ray(num_cpus=2, log_to_driver=False)

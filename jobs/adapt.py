@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.adapt_stage import run_adapt
+from pipeline.adapt.stage import run_adapt
 
 DESCRIPTION = "adapt the output rows of categories without boxes (k-NN / global offsets)"
 

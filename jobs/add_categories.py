@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.add_categories import run_add_categories
+from pipeline.adapt.add_categories import run_add_categories
 
 DESCRIPTION = (
     "add-categories: train output rows for new categories on fc7 features of their "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.check_data import format_report, inspect_dataset
+from pipeline.data.check import format_report, inspect_dataset
 
 DESCRIPTION = "validate a dataset in the ImageNet layouts and summarise it (exit 1 on problems)"
 

@@ -25,7 +25,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     one line and exit code 2, not a traceback."""
     import yaml
 
-    from pipeline.extract_stage import StaleWorkDir
+    from pipeline.extract.stage import StaleWorkDir
 
     return (ValueError, FileNotFoundError, NotADirectoryError, StaleWorkDir, yaml.YAMLError)
 
@@ -53,8 +53,8 @@ def add_address(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_common(args: argparse.Namespace) -> None:
-    from pipeline.ray_env import quiet_ray_defaults
-    from pipeline.storage import absolute
+    from pipeline.io.ray_env import quiet_ray_defaults
+    from pipeline.io.storage import absolute
 
     quiet_ray_defaults()
     if getattr(args, "config", None):
@@ -104,7 +104,7 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
 
 def scoring_from_args(args: argparse.Namespace):
     """(ScoringConfig, the proposal settings for images without stored proposals)."""
-    from pipeline.extract_stage import extracted_with
+    from pipeline.extract.stage import extracted_with
     from schemas.config import ExtractConfig, ScoringConfig, load_section
 
     scoring = config_from_args(args, "scoring", ScoringConfig)
@@ -135,7 +135,7 @@ def stage_main(
 
 def glob_images(pattern: str) -> list[str]:
     """Image URLs matching a glob (local or ``s3://``); exits naming the pattern if none."""
-    from pipeline import storage
+    from pipeline.io import storage
 
     fs, path = storage.get_fs(pattern)
     images = sorted(storage.to_url(pattern, p) for p in fs.glob(path))
@@ -147,7 +147,7 @@ def glob_images(pattern: str) -> list[str]:
 def model_arg(spec: str, work: str) -> str:
     """A ``--model`` value as a URL: a URL or path as given, else a file in ``WORK/models``
     (``knn-5`` and ``detector-knn-5.pt`` alike)."""
-    from pipeline.train_cls import model_url
+    from pipeline.train.classifier import model_url
 
     if "/" in spec:
         return spec

@@ -6,8 +6,8 @@ import argparse
 import json
 
 from jobs.common import add_scoring_arguments, glob_images, model_arg, scoring_from_args
-from pipeline.detect_stage import run_detect
-from pipeline.postprocess import PostConfig
+from pipeline.detect.postprocess import PostConfig
+from pipeline.detect.stage import run_detect
 
 DESCRIPTION = "detect: score proposals with detectors (Ray Data actors), NMS, write detections"
 

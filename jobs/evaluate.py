@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.category_sets import held_back, set_b
-from pipeline.evaluate_stage import run_evaluate
+from pipeline.data.category_sets import held_back, set_b
+from pipeline.evaluate.stage import run_evaluate
 from schemas.config import TrainConfig
 
 DESCRIPTION = "evaluate detections: mAP over trained / held-out / all, per category, errors"

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from jobs.common import add_config_arguments, config_from_args
-from pipeline.extract_stage import format_summary, run_extract
+from pipeline.extract.stage import format_summary, run_extract
 from schemas.config import ExtractConfig
 
 DESCRIPTION = "extract proposals, warped training windows or classification shards (Ray Data)"

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from jobs.common import add_address
-from pipeline.submission import client, describe, exit_code, follow
+from pipeline.io.submission import client, describe, exit_code, follow
 
 DESCRIPTION = "status, logs or stop of a job sent with lsda submit"
 

@@ -13,8 +13,8 @@ from jobs.common import (
     model_arg,
     scoring_from_args,
 )
-from pipeline.score_vocab_stage import run_score_vocab
-from pipeline.vocab import VocabPostConfig
+from pipeline.detect.vocab import VocabPostConfig
+from pipeline.detect.vocab_stage import run_score_vocab
 
 DESCRIPTION = (
     "score-vocab: every category of a detector (thousands), chunked, per-class then "

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from jobs.common import add_address
-from pipeline.submission import client, exit_code, failure_line, follow, project_root, submit
+from pipeline.io.submission import client, exit_code, failure_line, follow, project_root, submit
 
 DESCRIPTION = "submit an lsda command to a Ray cluster as a Ray job and follow its logs"
 NOT_SUBMITTABLE = ("submit", "jobs")

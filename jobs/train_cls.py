@@ -6,7 +6,7 @@ import argparse
 import json
 
 from jobs.common import add_config_arguments, config_from_args
-from pipeline.train_cls import run_train_cls
+from pipeline.train.classifier import run_train_cls
 from schemas.config import TrainConfig
 
 DESCRIPTION = "train the K-way classifier on classification shards (Ray Train, DDP)"

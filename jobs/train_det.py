@@ -6,8 +6,8 @@ import argparse
 import json
 
 from jobs.common import add_config_arguments, config_from_args
-from pipeline.layers import TABLE1
-from pipeline.train_det import run_train_det
+from pipeline.model.layers import TABLE1
+from pipeline.train.detector import run_train_det
 from schemas.config import TrainConfig
 
 DESCRIPTION = "detection fine-tuning on windows (Ray Train): the rows of the paper's Table 1"

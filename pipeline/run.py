@@ -11,17 +11,17 @@ import dataclasses
 import time
 from functools import partial
 
-from pipeline import storage
-from pipeline.adapt_stage import run_adapt
-from pipeline.categories import read_categories
-from pipeline.category_sets import held_back, set_b
-from pipeline.detect_stage import run_detect
-from pipeline.evaluate_stage import run_evaluate
-from pipeline.extract_stage import format_summary, run_extract
-from pipeline.postprocess import PostConfig
-from pipeline.report import write_report
-from pipeline.train_cls import model_url, run_train_cls
-from pipeline.train_det import run_train_det
+from pipeline.adapt.stage import run_adapt
+from pipeline.data.categories import read_categories
+from pipeline.data.category_sets import held_back, set_b
+from pipeline.detect.postprocess import PostConfig
+from pipeline.detect.stage import run_detect
+from pipeline.evaluate.report import write_report
+from pipeline.evaluate.stage import run_evaluate
+from pipeline.extract.stage import format_summary, run_extract
+from pipeline.io import storage
+from pipeline.train.classifier import model_url, run_train_cls
+from pipeline.train.detector import run_train_det
 from schemas.config import (
     ExtractConfig,
     PipelineConfig,

@@ -143,7 +143,7 @@ def load_section(path: str | None, section: str, cls: type, **overrides: Any) ->
     if path:
         import yaml
 
-        from pipeline import storage
+        from pipeline.io import storage
 
         doc = yaml.safe_load(storage.read_text(path)) or {}
         values = dict(doc.get(section) or {})
@@ -181,7 +181,7 @@ class TrainConfig:
     iterations: int = 20_000  # train-det
     fg_per_batch: int = 32
     bg_per_batch: int = 96
-    train_layers: str = "all+fcB"  # see pipeline/layers.py: bg, fc6, fc7, fcB, conv, all
+    train_layers: str = "all+fcB"  # see pipeline/model/layers.py: bg, fc6, fc7, fcB, conv, all
     oracle: bool = False  # train-det on windows of every category (the upper bound)
     set_b: str = "first-half"  # categories with boxes: first-half (paper) | all
     hold_back: int = 0  # the last N categories without boxes: left out of training entirely

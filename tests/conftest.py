@@ -93,7 +93,7 @@ def ray_local(s3_server):
     inherit them; shut down by handle."""
     import ray
 
-    from pipeline.ray_env import start_local_ray
+    from pipeline.io.ray_env import start_local_ray
 
     start_local_ray(num_cpus=2, log_to_driver=False)
     try:

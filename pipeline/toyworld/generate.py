@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import layout, storage
-from pipeline.annotations import annotation_xml
-from pipeline.categories import write_map_det
+from pipeline.data import layout
+from pipeline.data.annotations import annotation_xml
+from pipeline.data.categories import write_map_det
+from pipeline.io import storage
 from pipeline.toyworld.scenes import classification_image, detection_scene
 from pipeline.toyworld.vocabulary import (
     ToyCategory,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import storage
-from pipeline.det_reader import read_det_split
+from pipeline.data.det_reader import read_det_split
+from pipeline.io import storage
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 from schemas.metrics import validate_report

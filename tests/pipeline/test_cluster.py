@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.extract_stage import run_extract, split_dir
+from pipeline.extract.stage import run_extract, split_dir
 from pipeline.toyworld.generate import generate
 from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
 
@@ -136,7 +136,7 @@ def test_extraction_spreads_over_nodes_and_survives_losing_one(cluster, world, t
 def test_a_killed_training_worker_resumes_from_its_checkpoint(cluster, world, tmp_path):
     import ray.util.state
 
-    from pipeline.train_cls import run_train_cls
+    from pipeline.train.classifier import run_train_cls
 
     work = str(tmp_path / "work")
     ext = load_section("configs/toyworld.yaml", "extract", ExtractConfig)

@@ -43,7 +43,7 @@ def test_the_ablation_reproduces_the_papers_ordering(quick_run):
     # with 4 categories held back the transfer rows fell to the classifier's level (10.0-10.9
     # vs 10.8). What holds at this size: fine-tuning helps the categories with boxes and all of
     # them together, and the oracle bounds every transfer row. The held-out gain itself is
-    # shown at the demo size (README, two seeds; tests/pipeline/test_vocab_stage.py).
+    # shown at the demo size (README, two seeds; tests/pipeline/detect/test_vocab_stage.py).
     transfer = max(held["all-layers"], held["knn-5"], held["avg-offset"])
     assert held["oracle"] > transfer
     assert rows["all-layers"]["map_trained"] > rows["classifier"]["map_trained"]

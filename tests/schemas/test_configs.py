@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.models import get_model
+from pipeline.model.nets import get_model
 from pipeline.run import load_configs
 
 CONFIGS = sorted(str(p) for p in Path("configs").glob("*.yaml"))
@@ -27,7 +27,7 @@ def test_ilsvrc13_is_the_papers_protocol():
 
 @pytest.mark.parametrize("path", CONFIGS)
 def test_score_vocab_sections_load(path):
-    from pipeline.vocab import VocabPostConfig
+    from pipeline.detect.vocab import VocabPostConfig
     from schemas.config import load_section
 
     assert load_section(path, "score_vocab", VocabPostConfig).cross_nms == 0.4

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import layout
-from pipeline.categories import read_categories
-from pipeline.cls_reader import read_cls_bytes, read_cls_images
-from pipeline.det_reader import read_det_split
-from pipeline.hierarchy import read_hierarchy
-from pipeline.splits import read_split
+from pipeline.data import layout
+from pipeline.data.categories import read_categories
+from pipeline.data.cls_reader import read_cls_bytes, read_cls_images
+from pipeline.data.det_reader import read_det_split
+from pipeline.data.hierarchy import read_hierarchy
+from pipeline.data.splits import read_split
 from pipeline.toyworld.generate import World, generate, scene_task
 from schemas.config import toyworld_config
 

@@ -1,0 +1,1 @@
+"""Stage 3: output-layer adaptation, and new categories from classification images."""

@@ -1,0 +1,71 @@
+"""``lsda adapt``: the detector over all K categories (+ background) from the classifier and
+a detection fine-tune, and the neighbours chosen for every category without boxes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pipeline.adapt.rows import adapt_rows, apply_rows, with_bias
+from pipeline.io import storage
+from pipeline.model.checkpoints import load_model, save_model
+from pipeline.train.classifier import MODEL_NAME, model_url
+
+NEIGHBOUR_SCHEMA = pa.schema(
+    [
+        ("wnid", pa.string()),
+        ("k", pa.int32()),
+        ("neighbours", pa.list_(pa.string())),
+        ("distances", pa.list_(pa.float32())),
+    ]
+)
+
+
+def default_name(k: int, num_b: int) -> str:
+    return "avg-offset" if k >= num_b else f"knn-{k}" if k > 0 else "no-adapt"
+
+
+def run_adapt(
+    work: str, det: str, k: int, name: str | None = None, overwrite: bool = False
+) -> dict:
+    """Adapt ``det-<det>.pt`` with k-NN offsets; writes ``detector-<name>.pt``."""
+    cls_model, categories, _ = load_model(model_url(work, MODEL_NAME))
+    det_model, det_categories, payload = load_model(model_url(work, f"det-{det}.pt"))
+    if det_categories != categories:
+        raise ValueError(f"det-{det}.pt and cls.pt have different category maps")
+    trained = payload["trained"]
+    name = name or default_name(k, len(trained))
+    out = model_url(work, f"detector-{name}.pt")
+    if storage.exists(out) and not overwrite:
+        return {"model": out, "skipped": True}
+    b_rows = categories.rows(trained)
+    trained_set = set(trained)
+    a_wnids = [w for w in categories.wnids if w not in trained_set]
+    a_rows = categories.rows(a_wnids)
+    result = adapt_rows(with_bias(cls_model.output), with_bias(det_model.output), a_rows, b_rows, k)
+    apply_rows(det_model.output, a_rows, result.rows)
+    keep = {key: payload[key] for key in ("input_size", "pixel_mean", "set_b", "trained")}
+    save_model(
+        out,
+        det_model,
+        payload["model"],
+        categories,
+        kind="detector",
+        k=k,
+        name=name,
+        base=f"det-{det}",
+        **keep,
+    )
+    table = pa.Table.from_pylist(
+        [
+            {
+                "wnid": w,
+                "k": min(k, len(trained)),  # |B|: the global average, no list needed
+                "neighbours": [trained[int(i)] for i in result.neighbours[j]],
+                "distances": result.distances[j].tolist(),
+            }
+            for j, w in enumerate(a_wnids)
+        ],
+        schema=NEIGHBOUR_SCHEMA,
+    )
+    storage.write_table(storage.join(work, "adapt", name, "neighbours.parquet"), table)
+    return {"model": out, "name": name, "k": k, "adapted": len(a_rows), "set_b": len(b_rows)}

@@ -1,0 +1,1 @@
+"""Reading a dataset: the release layouts, categories, boxes, splits, the hierarchy."""

@@ -1,0 +1,101 @@
+"""Detection images with their boxes: DET train (folder per synset) and DET val (flat).
+
+One recursive listing of the images and one of the annotations serve the whole split; the
+XML files are then fetched concurrently. Every image ends up either as an ImageAnnotation or
+as a Problem naming its file (promise 4).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from pipeline.data import layout, splits
+from pipeline.data.annotations import parse_annotation
+from pipeline.io import storage
+from schemas.records import DataError, ImageAnnotation, Problem
+
+
+@dataclass
+class DetSplit:
+    annotations: list[ImageAnnotation] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def raise_first(self) -> None:
+        if self.problems:
+            raise DataError(self.problems[0])
+
+
+_DIRS = {
+    "det-train": (layout.DET_TRAIN_IMAGES, layout.DET_TRAIN_BOXES),
+    "val": (layout.DET_VAL_IMAGES, layout.DET_VAL_BOXES),
+}
+
+
+def _stem_map(base_url: str, urls: list[str]) -> dict[str, str]:
+    """Relative path without suffix -> URL (``n0123/n0123_5`` or ``ILSVRC2013_val_00000001``)."""
+    base = storage.get_fs(base_url)[1].rstrip("/") + "/"
+    out = {}
+    for url in urls:
+        rel = storage.get_fs(url)[1][len(base) :]
+        out[posixpath.splitext(rel)[0]] = url
+    return out
+
+
+def read_det_split(
+    root: str,
+    split: str,
+    known_wnids: Collection[str] | None = None,
+    strict: bool = False,
+) -> DetSplit:
+    """Read ``det-train``, ``val`` or a named subset of val (``val1``, ``val2``, …).
+
+    ``known_wnids`` (the detection categories) turns unknown object names into problems.
+    With ``strict`` the first problem raises a DataError naming the file.
+    """
+    image_dir, box_dir = _DIRS["det-train" if split == "det-train" else "val"]
+    image_url, box_url = storage.join(root, image_dir), storage.join(root, box_dir)
+    images = _stem_map(image_url, storage.find(image_url, layout.IMAGE_SUFFIXES))
+    xmls = _stem_map(box_url, storage.find(box_url, (".xml",)))
+    result = DetSplit()
+    if split in _DIRS:
+        wanted = sorted(images.keys() | xmls.keys())
+    else:
+        try:
+            wanted = splits.read_split(root, split)
+        except DataError as exc:
+            if strict:
+                raise
+            result.problems.append(exc.problem)
+            wanted = []
+    if not wanted and not result.problems:
+        result.problems.append(Problem(image_url, "empty-split", f"no images for split {split}"))
+    contents = storage.read_many([xmls[s] for s in wanted if s in xmls and s in images])
+    for stem in wanted:
+        _account(stem, split, images, xmls, contents, known_wnids, result, image_url)
+    if strict:
+        result.raise_first()
+    return result
+
+
+def _account(stem, split, images, xmls, contents, known, result: DetSplit, image_dir) -> None:
+    image, xml = images.get(stem), xmls.get(stem)
+    if image is None:
+        where = xml or storage.join(image_dir, stem)
+        result.problems.append(Problem(where, "missing-image", f"no image file for {stem}"))
+        return
+    if xml is None:
+        result.problems.append(Problem(image, "missing-annotation", "no annotation XML"))
+        return
+    data = contents[xml]
+    if isinstance(data, Exception):
+        result.problems.append(Problem(xml, "read-error", f"{type(data).__name__}: {data}"))
+        return
+    try:
+        width, height, boxes = parse_annotation(data, xml, known)
+    except DataError as exc:
+        result.problems.append(exc.problem)
+        return
+    image_id = posixpath.basename(stem)
+    result.annotations.append(ImageAnnotation(image_id, split, image, xml, width, height, boxes))

@@ -1,0 +1,134 @@
+"""``lsda score-vocab``: one detector against its whole vocabulary (thousands of categories).
+
+Ray Data actors load the detector once; per image, one forward pass gives the windows' fc7
+features and ``pipeline.detect.vocab.VocabScorer`` applies the output layer chunk by chunk
+with LSDA's large-vocabulary post-processing. With ``hierarchy``, internal WordNet nodes above the
+vocabulary are scored too (best descendant). Outputs as ``lsda detect``'s, under
+``WORK/detect/<name>/<split>/``; ``category_id`` is the 1-based position in
+``vocabulary.json`` written beside them (categories in the detector's row order, then nodes).
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import torch
+
+from pipeline.data.hierarchy import read_hierarchy
+from pipeline.detect.scoring import WindowFeeder
+from pipeline.detect.stage import (
+    add_rows,
+    finished,
+    image_and_boxes,
+    new_rows,
+    out_dir,
+    score_images,
+    write_detections,
+)
+from pipeline.detect.vocab import VocabPostConfig, VocabScorer
+from pipeline.io import storage
+from pipeline.model.checkpoints import load_model, load_payload
+from pipeline.model.nets import CategoryMap
+from schemas.config import ExtractConfig, ScoringConfig
+
+
+def hierarchy_nodes(data: str, wnids: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
+    """Internal nodes above ``wnids`` (roots left out: they would match every window) and the
+    (category, node) ancestry pairs."""
+    h = read_hierarchy(data)
+    ancestors = {w: {a for a in h.ancestors(w) if h.parents.get(a)} for w in wnids}
+    nodes = sorted(set().union(*ancestors.values()) - set(wnids)) if wnids else []
+    index = {n: i for i, n in enumerate(nodes)}
+    pairs = [(i, index[a]) for i, w in enumerate(wnids) for a in sorted(ancestors[w]) if a in index]
+    return nodes, pairs
+
+
+class VocabActor:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        post: VocabPostConfig,
+        nodes: list[str],
+        ancestry: list[tuple[int, int]],
+        proposals: ExtractConfig,
+        scoring: ScoringConfig = ScoringConfig(),
+    ):
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        model, categories, payload = load_model(url)
+        self.mean = payload["pixel_mean"]
+        self.feeder = WindowFeeder(payload["input_size"], self.mean, scoring)
+        self.model = self.feeder.prepare(model)
+        out = self.model.output
+        self.scorer = VocabScorer(
+            out.weight.detach(), out.bias.detach(), post, ancestry, len(nodes)
+        )
+        self.columns = list(categories.wnids) + nodes
+        self.ids = {w: i + 1 for i, w in enumerate(self.columns)}
+        self.name, self.proposals, self.device = name, proposals, self.feeder.device
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        rows = new_rows()
+        for i, image_id in enumerate(batch["image_id"]):
+            image, boxes = image_and_boxes(
+                str(batch["image_url"][i]), batch["boxes"][i], self.mean, self.proposals
+            )
+            feats = self.features(image, boxes)
+            found = self.scorer.detect(feats, torch.from_numpy(boxes).to(self.device))
+            b, s, c = (t.cpu() for t in found)
+            wnids = [self.columns[j] for j in c.tolist()]
+            add_rows(rows, self.name, image_id, b.numpy(), s.numpy(), wnids, self.ids)
+        return rows
+
+    def features(self, image, boxes) -> torch.Tensor:
+        """fc7 features (windows, D) of the image's windows, float32 on the scoring device."""
+        parts = self.feeder.map(image, boxes, lambda x: self.model.fc7_features(x).float())
+        empty = torch.zeros(0, self.scorer.w.shape[1], device=self.device)
+        return torch.cat(parts) if parts else empty
+
+
+def run_score_vocab(
+    data: str,
+    work: str,
+    model: str,
+    name: str = "vocab",
+    split: str | None = None,
+    images: list[str] | None = None,
+    post: VocabPostConfig = VocabPostConfig(),
+    hierarchy: bool = False,
+    actors: int = 2,
+    draw: int = 0,
+    proposals: ExtractConfig = ExtractConfig(),
+    overwrite: bool = False,
+    scoring: ScoringConfig = ScoringConfig(),
+) -> dict:
+    """Score ``split``'s proposals (or ``images``) against every category of ``model``."""
+    split = split or "images"
+    if finished(work, name, split) and not overwrite:
+        return {"skipped": [name]}
+    categories = CategoryMap(tuple(load_payload(model)["wnids"]))  # no network needed here
+    nodes, ancestry = hierarchy_nodes(data, list(categories.wnids)) if hierarchy else ([], [])
+    kwargs = {
+        "url": model,
+        "name": name,
+        "post": post,
+        "nodes": nodes,
+        "ancestry": ancestry,
+        "proposals": proposals,
+        "scoring": scoring,
+    }
+    table, n_images = score_images(work, split, images, VocabActor, kwargs, actors, scoring.gpus)
+    vocabulary = [{"id": i + 1, "wnid": w} for i, w in enumerate([*categories.wnids, *nodes])]
+    storage.write_text(
+        storage.join(out_dir(work, name, split), "vocabulary.json"), json.dumps(vocabulary)
+    )
+    summary = write_detections(work, [name], split, table, images, n_images, draw)[name]
+    return {
+        **summary,
+        "categories": categories.num_categories,
+        "nodes": len(nodes),
+        "name": name,
+    }

@@ -1,0 +1,1 @@
+"""Stage 5: the ILSVRC devkit's evaluation, the charts and the report."""

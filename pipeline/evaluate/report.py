@@ -1,0 +1,254 @@
+"""The ablation report: ``WORK/report/metrics.json``, ``index.html`` and its charts.
+
+The table of the paper's Table 1 rows (held-out, trained and all categories), the relative
+effectiveness of Figure 3b (each row's held-out mAP as a fraction of the oracle's), the
+false-positive types of Figure 5 for the classifier and k-NN rows, and example detections of
+held-out categories.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pipeline.data.categories import read_categories  # noqa: E402
+from pipeline.detect.stage import draw_detections, ds_urls, out_dir  # noqa: E402
+from pipeline.evaluate.devkit import ERROR_TYPES  # noqa: E402
+from pipeline.io import storage  # noqa: E402
+from pipeline.train.classifier import model_url  # noqa: E402
+from schemas.config import PipelineConfig, to_dict  # noqa: E402
+from schemas.metrics import validate_report  # noqa: E402
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'row':<12} {'held-out':>9} {'trained':>9} {'all':>9}"]
+    lines += [
+        f"{r['name']:<12} {_pct(r['map_heldout']):>9} {_pct(r['map_trained']):>9} "
+        f"{_pct(r['map_all']):>9}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def html_table(header: list[str], rows: list[list]) -> str:
+    """A plain HTML table; cells are escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def ablation_table(rows: list[dict], split: str) -> str:
+    """The rows with links to each detector's detections (COCO-style JSON) and metrics."""
+    out = []
+    for r in rows:
+        name = r["name"]
+        links = (
+            f'<a href="../detect/{name}/{split}/detections.json">detections</a> · '
+            f'<a href="../evaluate/{name}/{split}/metrics.json">metrics</a>'
+        )
+        cells = [_pct(r[k]) for k in ("map_heldout", "map_trained", "map_all")]
+        out.append(
+            f"<tr><td>{html.escape(name)}</td>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + f"<td>{links}</td></tr>"
+        )
+    head = "<tr><th>row</th><th>held-out</th><th>trained</th><th>all</th><th>files</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(out)}</tbody></table>"
+
+
+def category_table(metrics: dict[str, dict]) -> str:
+    """AP (%) of every category for every row, held-out categories first, then trained; each
+    group sorted by the k-NN row's AP (the first row's when there is none), best first."""
+    names = list(metrics)
+    key_row = "knn-5" if "knn-5" in metrics else names[0]
+    per_row = {n: {c["wnid"]: c for c in metrics[n]["categories"]} for n in names}
+    cats = list(per_row[key_row].values())
+    order = {"A": 0, "B": 1}
+
+    def sort_key(c: dict):
+        return (order.get(c["set"], 2), -(c["ap"] if c["ap"] is not None else -1.0))
+
+    rows = [
+        [c["name"], {"A": "held-out", "B": "trained"}.get(c["set"], c["set"]), c["gt"]]
+        + [_pct(per_row[n][c["wnid"]]["ap"]) for n in names]
+        for c in sorted(cats, key=sort_key)
+    ]
+    return html_table(["category", "set", "objects", *names], rows)
+
+
+def _save_png(fig, url: str) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    storage.write_bytes(url, buf.getvalue())
+
+
+def relative_chart(rows: list[dict], url: str) -> None:
+    oracle = next((r["map_heldout"] for r in rows if r["name"] == "oracle"), None) or 0
+    names = [r["name"] for r in rows if r["name"] != "oracle"]
+    values = [
+        (r["map_heldout"] or 0) / oracle if oracle else 0 for r in rows if r["name"] != "oracle"
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(names, values, color="#4878a8")
+    ax.set_ylabel("held-out mAP / oracle")
+    ax.set_ylim(0, max(1.0, *values) * 1.05)
+    ax.set_title("Relative effectiveness (paper Fig. 3b)")
+    for i, v in enumerate(values):
+        ax.text(i, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
+    _save_png(fig, url)
+
+
+def error_chart(metrics: dict[str, dict], names: list[str], url: str) -> None:
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), sharey=True)
+    for ax, name in zip(axes if len(names) > 1 else [axes], names, strict=True):
+        errors = metrics[name]["errors_heldout"]
+        depths = [int(d) for d in errors]
+        ax.stackplot(
+            depths, *[[errors[str(d)][t] for d in depths] for t in ERROR_TYPES], labels=ERROR_TYPES
+        )
+        ax.set_xscale("log")
+        ax.set_title(f"{name}: top false positives, held-out")
+        ax.set_xlabel("number of false positives")
+    axes_first = axes[0] if len(names) > 1 else axes
+    axes_first.set_ylabel("share")
+    axes_first.legend(loc="lower left", fontsize=8)
+    _save_png(fig, url)
+
+
+def ap_chart(doc: dict, url: str) -> None:
+    """Per-category AP of one detector, sorted, coloured by set: trained (B), held-out (A)."""
+    cats = sorted((c for c in doc["categories"] if c["ap"] is not None), key=lambda c: -c["ap"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(cats)), 3))
+    colours = [{"B": "#4878a8", "A": "#e0803a"}.get(c["set"], "#999999") for c in cats]
+    ax.bar(range(len(cats)), [c["ap"] for c in cats], color=colours)
+    ax.set_xticks([])
+    ax.set_ylabel("AP")
+    ax.set_title(
+        f"{doc['detector']} on {doc['split']}: AP per category (blue B, orange A, grey mixed)"
+    )
+    _save_png(fig, url)
+
+
+TRAINED_MODELS = {"bg-only": "det-bg.pt", "all-layers": "det-all-fcB.pt", "oracle": "det-oracle.pt"}
+
+
+def curves_chart(work: str, url: str) -> None:
+    """The training curves the checkpoints carried: the classifier's held-out accuracy and loss
+    per epoch, each fine-tune's loss per reporting interval (did training converge?)."""
+    from pipeline.model.checkpoints import load_payload
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    cls = load_payload(model_url(work, "cls.pt")).get("history", [])
+    epochs = [h["epoch"] for h in cls]
+    left.plot(epochs, [h["holdout_accuracy"] for h in cls], "o-", label="held-out accuracy")
+    left.plot(epochs, [h["loss"] for h in cls], "s--", label="training loss")
+    left.set_xlabel("epoch")
+    left.set_title("classifier (train-cls)")
+    left.legend(fontsize=8)
+    for row, name in TRAINED_MODELS.items():
+        url_model = model_url(work, name)
+        if storage.exists(url_model):
+            h = load_payload(url_model).get("history", [])
+            right.plot([x["iteration"] for x in h], [x["loss"] for x in h], "o-", label=row)
+    right.set_xlabel("iteration")
+    right.set_ylabel("training loss (mean since the last point)")
+    right.set_title("detection fine-tunes (train-det)")
+    right.legend(fontsize=8)
+    _save_png(fig, url)
+
+
+def _examples(data: str, work: str, split: str, heldout: set[str], limit: int) -> list[str]:
+    table = storage.read_table(storage.join(out_dir(work, "knn-5", split), "detections.parquet"))
+    rows = [r for r in table.to_pylist() if r["wnid"] in heldout and r["score"] > 0]
+    if not rows:
+        return []
+    import pyarrow as pa
+
+    names = {c.wnid: c.name.split("_", 1)[-1].replace("_", " ") for c in read_categories(data)}
+    best = sorted(rows, key=lambda r: -r["score"])
+    chosen = list(dict.fromkeys(r["image_id"] for r in best))[:limit]
+    picked = pa.Table.from_pylist([r for r in rows if r["image_id"] in chosen], schema=table.schema)
+    return draw_detections(
+        work, "knn-5", split, picked, ds_urls(work, split, None), limit, names=names
+    )
+
+
+def _img(url: str) -> str:
+    data = base64.b64encode(storage.read_bytes(url)).decode()
+    kind = "png" if url.endswith(".png") else "jpeg"
+    return f'<img src="data:image/{kind};base64,{data}">'
+
+
+def write_report(
+    data: str, work: str, metrics: dict[str, dict], run_cfg: PipelineConfig, timings: dict
+) -> dict:
+    rows = [
+        {
+            "name": n,
+            "map_trained": m["map_trained"],
+            "map_heldout": m["map_heldout"],
+            "map_all": m["map_all"],
+        }
+        for n, m in metrics.items()
+    ]
+    doc = {
+        "rows": rows,
+        "split": run_cfg.eval_split,
+        "data": data,
+        "config": to_dict(run_cfg),
+        "seconds": timings,
+        "detectors": {
+            n: {k: v for k, v in m.items() if k != "categories"} for n, m in metrics.items()
+        },
+    }
+    problems = validate_report(doc)
+    if problems:
+        raise RuntimeError(f"report metrics.json would not fit its schema: {problems}")
+    rdir = storage.join(work, "report")
+    storage.write_text(storage.join(rdir, "metrics.json"), json.dumps(doc, indent=1))
+    relative_chart(rows, storage.join(rdir, "relative.png"))
+    error_chart(
+        metrics,
+        [n for n in ("classifier", "knn-5") if n in metrics],
+        storage.join(rdir, "errors.png"),
+    )
+    curves_chart(work, storage.join(rdir, "curves.png"))
+    heldout = {c["wnid"] for c in next(iter(metrics.values()))["categories"] if c["set"] == "A"}
+    examples = _examples(data, work, run_cfg.eval_split, heldout, run_cfg.draw)
+    table = format_table(rows)
+    split = run_cfg.eval_split
+    timing_rows = [[stage, f"{s:.1f}"] for stage, s in timings.items()]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>LSDA report</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:4px 12px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}} tbody tr:nth-child(odd){{background:#f4f4f4}}
+img{{margin:4px;max-width:100%}}</style></head><body>
+<h1>LSDA ablation on {html.escape(data)}</h1>
+<p>mAP (%) on {html.escape(split)}, ILSVRC devkit protocol. Held-out: categories
+without boxes (set A); trained: set B. All numbers: <a href="metrics.json">metrics.json</a>.</p>
+{ablation_table(rows, split)}
+<h2>Relative effectiveness</h2>{_img(storage.join(rdir, "relative.png"))}
+<h2>False positives on held-out categories</h2>{_img(storage.join(rdir, "errors.png"))}
+<h2>Training curves</h2>{_img(storage.join(rdir, "curves.png"))}
+<h2>Example detections of held-out categories (k-NN adapted detector)</h2>
+{"".join(_img(u) for u in examples)}
+<h2>AP per category (%)</h2>{category_table(metrics)}
+<h2>Time per stage (s)</h2>{html_table(["stage", "seconds"], timing_rows)}
+</body></html>"""
+    storage.write_text(storage.join(rdir, "index.html"), page)
+    print(table, flush=True)
+    return doc

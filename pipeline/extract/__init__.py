@@ -1,0 +1,1 @@
+"""Stage 0: proposals and warped windows, sharded over Ray Data."""

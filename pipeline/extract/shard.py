@@ -1,0 +1,268 @@
+"""One extraction shard: decode, propose, label, sample and warp its images; write its files.
+
+A shard is the unit of work and of resumption: its Parquet files are written atomically under
+deterministic names, then a marker; a shard with a marker is finished. Any failure of one
+image quarantines that image with its reason and the shard goes on (promise 4).
+
+An image that could not be *read* (an object-store error: ``read-error``) may read fine later,
+so its shard's marker lists it under ``retry``; a re-run processes only those images, writes
+their outputs as ``part-NNNNN-retryA`` parts beside the shard's, and rewrites the shard's
+manifest part and marker. The attempt number comes from the marker, so a retry that dies
+before its marker is rewritten is redone under the same names (no duplicate rows).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from pipeline.data.boxes import best_overlap
+from pipeline.data.cls_reader import read_cls_bytes
+from pipeline.extract.proposals import selective_search
+from pipeline.extract.warp import context_padding, resize_square, warp_windows
+from pipeline.io import storage
+from pipeline.io.images import ImageError, decode_rgb
+from schemas.arrow import (
+    BACKGROUND,
+    CLS_SCHEMA,
+    MANIFEST_SCHEMA,
+    PROPOSAL_SCHEMA,
+    WINDOW_SCHEMA,
+)
+from schemas.config import ExtractConfig
+from schemas.records import ClsImage
+
+RETRYABLE = "read-error"  # quarantine reasons that a re-run tries again
+
+
+def part_name(shard: int, attempt: int = 0) -> str:
+    return f"part-{shard:05d}" + (f"-retry{attempt}" if attempt else "")
+
+
+def part_url(split_dir: str, output: str, shard: int, attempt: int = 0) -> str:
+    return storage.join(split_dir, output, f"{part_name(shard, attempt)}.parquet")
+
+
+def marker_url(split_dir: str, shard: int) -> str:
+    return storage.join(split_dir, "_done", f"{part_name(shard)}.json")
+
+
+@dataclass
+class ShardOutput:
+    proposals: list[dict] = field(default_factory=list)
+    windows: list[dict] = field(default_factory=list)
+    cls: list[dict] = field(default_factory=list)
+    manifest: list[dict] = field(default_factory=list)
+    windows_per_class: Counter = field(default_factory=Counter)
+
+
+def _node() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (unit tests, serial bench) the host name will do
+        pass
+    return socket.gethostname()
+
+
+def _encode_windows(pixels: np.ndarray, encoding: str) -> list[bytes]:
+    if encoding == "raw":
+        return [p.tobytes() for p in pixels]
+    return [
+        cv2.imencode(".jpg", p[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+        for p in pixels
+    ]
+
+
+def sample_windows(item: dict, proposals: np.ndarray, cfg: ExtractConfig) -> dict:
+    """Ground-truth boxes and every foreground proposal, plus sampled background proposals,
+    as window columns (without pixels)."""
+    gt = np.asarray([b[1:] for b in item["boxes"]], np.float32).reshape(-1, 4)
+    gt_wnids = [b[0] for b in item["boxes"]]
+    best, ious = best_overlap(proposals, gt)
+    fg = np.nonzero(ious >= cfg.fg_iou)[0].tolist() if len(gt) else []
+    bg = np.nonzero(ious < cfg.fg_iou)[0].tolist() if len(gt) else list(range(len(proposals)))
+    if len(bg) > cfg.bg_per_image:
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(item["image_id"].encode())])
+        bg = sorted(rng.choice(bg, cfg.bg_per_image, replace=False).tolist())
+    overlap = [gt_wnids[j] if j >= 0 else None for j in best]
+    return {
+        "box": np.concatenate([gt, proposals[fg + bg].reshape(-1, 4)]),
+        "label": gt_wnids + [overlap[i] for i in fg] + [BACKGROUND] * len(bg),
+        "iou": [1.0] * len(gt) + [float(ious[i]) for i in fg + bg],
+        "overlap_wnid": gt_wnids + [overlap[i] for i in fg + bg],
+        "source": ["gt"] * len(gt) + ["proposal"] * len(fg + bg),
+    }
+
+
+def _decode(data: bytes, cfg: ExtractConfig, min_side: int):
+    return decode_rgb(data, cfg.max_pixels, min_side, cfg.pixel_mean)
+
+
+def process_det_image(item: dict, cfg: ExtractConfig, with_windows: bool, out: ShardOutput):
+    """Proposals (and windows) of one detection image; returns (proposals, windows, note)."""
+    image, note = _decode(storage.read_bytes(item["image_url"]), cfg, cfg.min_box)
+    h, w = image.shape[:2]
+    if (w, h) != (item["width"], item["height"]):
+        raise ImageError(
+            "size-mismatch",
+            f"image is {w}x{h}, its annotation says {item['width']}x{item['height']}",
+        )
+    props = selective_search(image, cfg.resize_width, cfg.max_proposals, cfg.min_box, cfg.ss_mode)
+    out.proposals.append(
+        {
+            "image_id": item["image_id"],
+            "image_url": item["image_url"],
+            "width": w,
+            "height": h,
+            "boxes": props.reshape(-1).tolist(),
+        }
+    )
+    if not with_windows:
+        return len(props), 0, note
+    cols = sample_windows(item, props, cfg)
+    size = cfg.window_size
+    pixels = warp_windows(image, cols["box"], size, context_padding(size), cfg.pixel_mean)
+    encoded = _encode_windows(pixels, cfg.window_encoding)
+    for i, data in enumerate(encoded):
+        out.windows.append(
+            {
+                "image_id": item["image_id"],
+                "label": cols["label"][i],
+                "iou": cols["iou"][i],
+                "overlap_wnid": cols["overlap_wnid"][i],
+                "source": cols["source"][i],
+                "box": cols["box"][i].tolist(),
+                "size": size,
+                "encoding": cfg.window_encoding,
+                "pixels": data,
+            }
+        )
+    out.windows_per_class.update(cols["label"])
+    return len(props), len(encoded), note
+
+
+def process_cls_image(item: dict, cfg: ExtractConfig, out: ShardOutput):
+    image = ClsImage(item["wnid"], item["name"], item["image_url"], item["offset"], item["size"])
+    rgb, note = _decode(read_cls_bytes(image), cfg, 1)
+    pixels = resize_square(rgb, cfg.cls_size)
+    out.cls.append(
+        {
+            "wnid": image.wnid,
+            "name": image.name,
+            "image_url": image.url,
+            "size": cfg.cls_size,
+            "pixels": pixels.tobytes(),
+        }
+    )
+    return 0, 1, note
+
+
+def process_shard(
+    shard: int,
+    items: list[dict],
+    split: str,
+    split_dir: str,
+    cfg: ExtractConfig,
+    windows: bool,
+    params: dict | None = None,
+    attempt: int = 0,
+) -> list[dict]:
+    """Process and write one shard (``attempt`` > 0: a retry of some of its images); return
+    the manifest rows of ``items``, one per image.
+
+    ``params`` (the run's settings) go into every Parquet file's metadata."""
+    cv2.setNumThreads(1)  # one task per core: OpenCV's own threads only contend
+    out = ShardOutput()
+    node = _node()
+    for item in items:
+        t0 = time.perf_counter()
+        row = {
+            "image_id": item["image_id"],
+            "image_url": item["image_url"],
+            "split": split,
+            "shard": shard,
+            "status": "done",
+            "reason": "",
+            "note": "",
+            "proposals": 0,
+            "windows": 0,
+            "node": node,
+        }
+        try:
+            if split == "cls":
+                n_props, n_win, note = process_cls_image(item, cfg, out)
+            else:
+                n_props, n_win, note = process_det_image(item, cfg, windows, out)
+            row.update(proposals=n_props, windows=n_win, note=note)
+        except ImageError as exc:
+            row.update(status="quarantined", reason=f"{exc.kind}: {exc.message}")
+        except Exception as exc:  # an object-store error, or a bug: never lose the shard
+            reason = f"{RETRYABLE}: {type(exc).__name__}: {exc}"
+            row.update(status="quarantined", reason=reason)
+        row["seconds"] = time.perf_counter() - t0
+        out.manifest.append(row)
+    write_shard(split_dir, shard, out, split, windows, params or {}, attempt)
+    return out.manifest
+
+
+def _write_table(url: str, rows: list[dict], schema: pa.Schema, metadata: dict) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    storage.write_table(
+        url, table.replace_schema_metadata({b"lsda": json.dumps(metadata).encode()})
+    )
+
+
+def write_shard(
+    split_dir: str,
+    shard: int,
+    out: ShardOutput,
+    split: str,
+    windows: bool,
+    params: dict,
+    attempt: int = 0,
+) -> None:
+    """Every output of the shard (or of a retry), then its marker: a shard without marker is
+    redone."""
+    if split == "cls":
+        _write_table(part_url(split_dir, "cls", shard, attempt), out.cls, CLS_SCHEMA, params)
+    else:
+        url = part_url(split_dir, "proposals", shard, attempt)
+        _write_table(url, out.proposals, PROPOSAL_SCHEMA, params)
+        if windows:
+            url = part_url(split_dir, "windows", shard, attempt)
+            _write_table(url, out.windows, WINDOW_SCHEMA, params)
+    manifest, per_class = out.manifest, out.windows_per_class
+    if attempt:
+        manifest, per_class = _merge_retry(split_dir, shard, out)
+    _write_table(part_url(split_dir, "manifest", shard), manifest, MANIFEST_SCHEMA, params)
+    marker = {
+        "shard": shard,
+        "images": len(manifest),
+        **Counter(r["status"] for r in manifest),
+        "windows_per_class": dict(per_class),
+        "retry": [r["image_id"] for r in manifest if r["reason"].startswith(RETRYABLE)],
+        "attempt": attempt,
+    }
+    storage.write_text(marker_url(split_dir, shard), json.dumps(marker))
+
+
+def _merge_retry(split_dir: str, shard: int, out: ShardOutput) -> tuple[list[dict], Counter]:
+    """The shard's manifest with the retried images' rows replaced, and its window counts
+    with the retry's added (the marker still holds the counts from before this attempt)."""
+    retried = {r["image_id"]: r for r in out.manifest}
+    old = storage.read_table(part_url(split_dir, "manifest", shard)).to_pylist()
+    previous = json.loads(storage.read_text(marker_url(split_dir, shard)))
+    per_class = Counter(previous.get("windows_per_class", {}))
+    per_class.update(out.windows_per_class)
+    return [retried.get(r["image_id"], r) for r in old], per_class

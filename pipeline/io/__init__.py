@@ -1,0 +1,1 @@
+"""Storage URLs, Ray start-up, image decoding, job submission: what every stage stands on."""

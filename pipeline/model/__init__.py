@@ -1,0 +1,1 @@
+"""The networks, their preprocessing, trainable layer sets and model files."""

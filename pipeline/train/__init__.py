@@ -1,0 +1,1 @@
+"""Stages 1-2: classification and detection fine-tuning with Ray Train."""

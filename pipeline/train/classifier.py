@@ -1,0 +1,238 @@
+"""``lsda train-cls``: K-way classification fine-tuning with Ray Train (DESIGN §1 step 1).
+
+Classification shards stream from Ray Data into ``TorchTrainer`` workers (DDP: gloo on CPU,
+NCCL with ``--gpus``). The loss covers the K category rows; the background row is not used
+until detection fine-tuning. The result is ``WORK/models/cls.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import time
+from collections import Counter
+from collections.abc import Collection
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.data.categories import read_categories
+from pipeline.data.category_sets import held_back
+from pipeline.io import storage
+from pipeline.model.checkpoints import load_state_dict, save_model
+from pipeline.model.nets import CategoryMap, get_model, load_imagenet_weights
+from pipeline.train import trainer
+from pipeline.train.data import CLS_READER, held_out, part_files, to_input, worker_batch
+from pipeline.train.stream import ShardStream
+from schemas.config import ExtractConfig, TrainConfig, to_dict
+
+MODEL_NAME = "cls.pt"
+
+
+def model_url(work: str, name: str) -> str:
+    return storage.join(work, "models", name)
+
+
+def shard_params(urls: list[str]) -> dict:
+    """The extraction settings recorded in a shard's Parquet metadata."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    fs, path = storage.get_fs(urls[0])
+    with fs.open(path, "rb") as f:
+        meta = pq.read_schema(f).metadata or {}
+    return json.loads(meta.get(b"lsda", b"{}"))
+
+
+def classification_categories(
+    data: str, urls: list[str], exclude: Collection[str] = (), holdout_every: int = 0
+) -> tuple[CategoryMap, int]:
+    """Detection categories in map_det order, then every other classification synset sorted;
+    ``exclude`` left out (and not counted). Also the number of training (not held-out) images.
+
+    Raises ValueError for a detection category without classification images."""
+    import pyarrow.parquet as pq
+
+    counts: Counter = Counter()
+    n_train = 0
+    excluded = set(exclude)
+    for url in urls:
+        fs, path = storage.get_fs(url)
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(f, columns=["wnid", "name"]).to_pydict()
+        counts.update(t["wnid"])
+        n_train += sum(
+            w not in excluded and not held_out(n, holdout_every)
+            for w, n in zip(t["wnid"], t["name"], strict=True)
+        )
+    for w in excluded:
+        counts.pop(w, None)
+    det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
+    empty = [w for w in det if counts[w] == 0]
+    if empty:
+        raise ValueError(
+            f"no classification images for {len(empty)} detection categories: "
+            f"{', '.join(empty[:10])}"
+        )
+    others = sorted(set(counts) - set(det))
+    return CategoryMap(tuple(det + others)), n_train
+
+
+def count_correct(model, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
+    """(correct, total) of a batch as an int64 tensor on ``device``: no host sync per batch."""
+    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=False)
+    pred = model(x)[:, :k].argmax(1)
+    correct = (pred == batch["label"].to(device, non_blocking=True)).sum()
+    return torch.stack([correct, torch.tensor(len(pred), device=device)])
+
+
+def cls_step(model, optimizer, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
+    """One optimizer step on a batch; the loss stays on ``device`` (read once per epoch)."""
+    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=True)
+    loss = F.cross_entropy(model(x)[:, :k], batch["label"].to(device, non_blocking=True))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _streams(config: dict, cfg: TrainConfig, rank: int, world: int) -> tuple[ShardStream, ...]:
+    def stream(holdout: bool) -> ShardStream:
+        kwargs = {"rows": config["rows"], "holdout_every": cfg.holdout_every, "holdout": holdout}
+        return ShardStream(config["files"], CLS_READER, kwargs, cfg.seed, rank, world)
+
+    return stream(False), stream(True)
+
+
+def cls_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg: TrainConfig = config["cfg"]
+    k, size, mean = config["num_categories"], config["input_size"], config["mean"]
+    device = trainer.worker_setup(cfg)
+    model = get_model(cfg.model, k)
+    if cfg.init_weights:
+        load_imagenet_weights(model, load_state_dict(cfg.init_weights))
+    model = ray.train.torch.prepare_model(model)
+    optimizer = trainer.make_optimizer(model.parameters(), cfg)
+    start, history = trainer.restore(model, optimizer)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    per_worker = worker_batch(cfg.batch_size, world)
+    train, holdout = _streams(config, cfg, rank, world)
+    steps = config["steps_per_epoch"]
+    for epoch in range(start, cfg.epochs):
+        t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
+        batches = train.endless(per_worker, (epoch,), 4 * cfg.batch_size, "classification")
+        with contextlib.closing(batches):
+            for i, batch in enumerate(itertools.islice(batches, steps)):
+                trainer.set_lr(optimizer, cfg, epoch * steps + i)
+                loss_sum += cls_step(model, optimizer, batch, k, size, mean, device)
+        acc = trainer.accuracy(
+            model,
+            holdout.in_order(per_worker),
+            lambda b: count_correct(model, b, k, size, mean, device),
+            device,
+        )
+        metrics = {
+            "epoch": epoch + 1,
+            "loss": loss_sum.item() / steps,
+            "holdout_accuracy": acc,
+            "images_per_s": steps * cfg.batch_size / (time.perf_counter() - t0),
+            "steps_per_epoch": steps,
+            "resumed_from": start,
+        }
+        if rank == 0:
+            print(
+                f"train-cls epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.3f}, "
+                f"held-out accuracy {acc:.3f}, {metrics['images_per_s']:.0f} images/s",
+                flush=True,
+            )
+        trainer.report(metrics, model, optimizer, epoch + 1, history)
+        trainer.maybe_fail(cfg, epoch + 1, start)
+
+
+def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = False) -> dict:
+    from ray.train.torch import TorchTrainer
+
+    work = storage.absolute(work)  # the URLs below go to Train workers
+    out = model_url(work, MODEL_NAME)
+    if storage.exists(out) and not overwrite:
+        return {"model": out, "skipped": True}
+    if overwrite:
+        trainer.discard_run(work, "cls")
+    urls = part_files(work, "cls", "cls")
+    if not urls:
+        raise FileNotFoundError(
+            f"no classification shards under {work}/extract/cls: run "
+            "`lsda extract --split cls` first"
+        )
+    params = shard_params(urls)
+    ext = ExtractConfig(
+        **{
+            **params.get("config", {}),
+            "pixel_mean": tuple(
+                params.get("config", {}).get("pixel_mean", ExtractConfig.pixel_mean)
+            ),
+        }
+    )
+    size = get_model(cfg.model, 1).input_size
+    if ext.cls_size < size:
+        raise ValueError(
+            f"classification shards are {ext.cls_size} px; {cfg.model} needs >= {size}"
+        )
+    categories, n_train = classification_categories(
+        data, urls, held_back(data, cfg), cfg.holdout_every
+    )
+    if n_train < cfg.workers:
+        raise ValueError(f"{n_train} training images for {cfg.workers} workers")
+    if n_train < cfg.batch_size:  # a tiny dataset: one step per epoch over all of it
+        print(f"train-cls: {n_train} training images, fewer than batch_size {cfg.batch_size}")
+        cfg = dataclasses.replace(cfg, batch_size=n_train - n_train % cfg.workers)
+    worker_batch(cfg.batch_size, cfg.workers)  # refuse a batch that does not split, before Ray
+    steps = n_train // cfg.batch_size
+    trainer.start_ray_for_training()
+    config = {
+        "cfg": cfg,
+        "files": urls,
+        "rows": {w: i for i, w in enumerate(categories.wnids)},
+        "num_categories": categories.num_categories,
+        "input_size": size,
+        "mean": ext.pixel_mean,
+        "steps_per_epoch": steps,
+    }
+    t0 = time.time()
+    result = TorchTrainer(
+        cls_loop,
+        train_loop_config=config,
+        scaling_config=trainer.scaling_config(cfg),
+        run_config=trainer.run_config(work, "cls", cfg.max_failures),
+    ).fit()
+    state = trainer.final_state(result)
+    model = get_model(cfg.model, categories.num_categories)
+    model.load_state_dict(state["model"])
+    with torch.no_grad():  # the background row is untrained here: as a classifier, score = logit
+        model.output.weight[categories.background_row] = 0
+        model.output.bias[categories.background_row] = 0
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+    save_model(
+        out,
+        model,
+        cfg.model,
+        categories,
+        kind="cls",
+        config=to_dict(cfg),
+        metrics=metrics,
+        history=state.get("history", []),  # the training curves
+        input_size=size,
+        pixel_mean=list(ext.pixel_mean),
+    )
+    return {
+        "model": out,
+        "categories": categories.num_categories,
+        **metrics,
+        "seconds": round(time.time() - t0, 1),
+    }

@@ -1,0 +1,134 @@
+"""Training inputs streamed by Ray Data from the extraction shards into tensors.
+
+Classification images come from ``WORK/extract/cls/cls/``, windows from
+``WORK/extract/<split>/windows/``; ``pipeline.train.stream`` reads them, these functions decode
+them. 1 classification image in ``holdout_every`` (by a hash of its name) is held out to
+measure accuracy; detection fine-tuning uses every window. Augmentation (random crop, mirror)
+happens on the worker, in torch.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.io import storage
+from pipeline.train.stream import RowReader
+from schemas.arrow import BACKGROUND
+
+PIXEL_SCALE = 64.0  # (x - mean) / 64 puts uint8 images in roughly [-2, 2]
+
+
+def part_files(work: str, split: str, output: str) -> list[str]:
+    return storage.find(storage.join(work, "extract", split, output), (".parquet",))
+
+
+def read_parquet(urls: list[str], columns: list[str]):
+    """A Ray dataset over Parquet files at any fsspec URL."""
+    import pyarrow.fs
+    import ray.data
+
+    fs, _ = storage.get_fs(urls[0])
+    paths = [storage.get_fs(u)[1] for u in urls]
+    pa_fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+    return ray.data.read_parquet(paths, filesystem=pa_fs, columns=columns)
+
+
+def held_out(key: str, every: int) -> bool:
+    return every > 0 and zlib.crc32(key.encode()) % every == 0
+
+
+def decode_pixels(pixels, sizes, encodings=None) -> np.ndarray:
+    out = []
+    for i, data in enumerate(pixels):
+        s = int(sizes[i])
+        if encodings is not None and encodings[i] == "jpeg":
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        else:
+            img = np.frombuffer(data, np.uint8).reshape(s, s, 3)
+        out.append(img)
+    return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def cls_keep(batch: dict, rows: dict[str, int], holdout_every: int, holdout: bool, **_) -> list:
+    """Indices of the rows of ``batch`` (metadata columns) that this stream takes."""
+    return [
+        i
+        for i, (w, n) in enumerate(zip(batch["wnid"], batch["name"], strict=True))
+        if str(w) in rows and held_out(str(n), holdout_every) == holdout
+    ]
+
+
+def cls_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
+    """Every row of ``batch`` (already selected by ``cls_keep``) decoded and labelled."""
+    return {
+        "image": decode_pixels(batch["pixels"], batch["size"]),
+        "label": np.array([rows[str(w)] for w in batch["wnid"]], np.int64),
+    }
+
+
+def window_keep(batch: dict, labels: set[str], **_) -> list[int]:
+    return [i for i, lb in enumerate(batch["label"]) if str(lb) in labels]
+
+
+def window_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
+    return {
+        "image": decode_pixels(batch["pixels"], batch["size"], batch["encoding"]),
+        "label": np.array([rows[str(lb)] for lb in batch["label"]], np.int64),
+    }
+
+
+CLS_READER = RowReader(("wnid", "name", "size", "pixels"), cls_keep, cls_arrays)
+WINDOW_READER = RowReader(("label", "size", "encoding", "pixels"), window_keep, window_arrays)
+
+
+def worker_batch(global_size: int, world: int, what: str = "batch_size") -> int:
+    """Rows per worker for a minibatch of ``global_size`` rows per optimizer step.
+
+    Batch sizes in the configs are the paper's: per optimizer step, across all workers (DDP
+    averages the workers' gradients, so N workers x global/N rows make one step of the global
+    size). Steps per epoch therefore do not change with the worker count."""
+    if global_size % world:
+        raise ValueError(
+            f"{what} {global_size} (per optimizer step, all workers together) does not split "
+            f"evenly over {world} workers"
+        )
+    return global_size // world
+
+
+def to_input(
+    images: torch.Tensor, size: int, mean, train: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, size, size): crop (random or centre), mirror.
+
+    Runs on ``images``' device; the random draws come from ``generator`` (CPU) and only their
+    offsets and mask move, so a seed gives the same crops on CPU and GPU."""
+    b, h, w, _ = images.shape
+    if h > size or w > size:
+        if train:
+            oy = torch.randint(0, h - size + 1, (b,), generator=generator)
+            ox = torch.randint(0, w - size + 1, (b,), generator=generator)
+            oy, ox = oy.tolist(), ox.tolist()
+            images = torch.stack(
+                [images[i, oy[i] : oy[i] + size, ox[i] : ox[i] + size] for i in range(b)]
+            )
+        else:
+            oy, ox = (h - size) // 2, (w - size) // 2
+            images = images[:, oy : oy + size, ox : ox + size]
+    x = images.permute(0, 3, 1, 2).float()
+    if train:
+        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
+        x = torch.where(flip, x.flip(3), x)
+    return normalise(x, mean)
+
+
+def normalise(pixels: torch.Tensor, mean) -> torch.Tensor:
+    """float (B, 3, H, W) pixel values -> the network's input, on ``pixels``' device."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean_t) / PIXEL_SCALE
+
+
+__all__ = ["BACKGROUND", "cls_arrays", "window_arrays", "to_input", "normalise", "part_files"]

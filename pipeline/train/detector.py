@@ -1,0 +1,251 @@
+"""``lsda train-det``: detection fine-tuning on warped windows (DESIGN §1 step 2).
+
+Starts from the classifier (``WORK/models/cls.pt``), adds the background row (initialised to
+zero), and trains the layers of ``train_layers`` on minibatches of ``fg_per_batch`` foreground +
+``bg_per_batch`` background windows streamed from the window shards of ``det-train`` and
+``val1``, every image of them (the paper holds none out). The windows were labelled at
+extraction with set B's boxes only, so objects of set A are background unless they overlap a
+B box; the oracle reads windows labelled with every box (``<split>-oracle``). The softmax
+covers set B and background (every detection category with ``oracle``); windows of held-back
+categories are left out. Output rows that do not train stay bit-for-bit the classifier's. The
+fg-vs-bg accuracy is that of the training minibatches since the previous report, counted
+from the forward pass each step makes anyway. The result is ``WORK/models/det-<name>.pt``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.data.categories import read_categories
+from pipeline.data.category_sets import held_back, set_b
+from pipeline.extract.stage import TRAINING_SPLITS, extraction_params, labelled_split
+from pipeline.io import storage
+from pipeline.model.checkpoints import load_model, save_model
+from pipeline.model.layers import configure_trainable, parse_layers
+from pipeline.train import trainer
+from pipeline.train.classifier import MODEL_NAME, model_url, shard_params
+from pipeline.train.data import WINDOW_READER, part_files, to_input, worker_batch
+from pipeline.train.stream import ShardStream, split_minibatches
+from schemas.arrow import BACKGROUND
+from schemas.config import TrainConfig, to_dict
+
+
+def default_name(cfg: TrainConfig) -> str:
+    return "oracle" if cfg.oracle else cfg.train_layers.replace("+", "-")
+
+
+def _label_counts(urls: list[str]) -> Counter:
+    import pyarrow.parquet as pq
+
+    counts: Counter = Counter()
+    for url in urls:
+        fs, path = storage.get_fs(url)
+        with fs.open(path, "rb") as f:
+            counts.update(pq.read_table(f, columns=["label"]).column("label").to_pylist())
+    return counts
+
+
+def fg_bg_counts(logits: torch.Tensor, y: torch.Tensor, bg_col: int) -> torch.Tensor:
+    """(right foreground-vs-background calls, total), int64 on the logits' device; ``logits``
+    and the column labels ``y`` are over the loss columns, background last."""
+    right = ((logits.argmax(1) == bg_col) == (y == bg_col)).sum()
+    return torch.stack([right, torch.tensor(len(y), device=logits.device)])
+
+
+def det_step(model, optimizer, freezer, fg: dict, bg: dict, cols, col_of_row, size, mean, device):
+    """One step on fg + bg windows; ``cols`` and ``col_of_row`` live on ``device``. Returns the
+    loss and the fg-vs-bg counts of the model as it was before the step."""
+    images = torch.cat([fg["image"], bg["image"]]).to(device, non_blocking=True)
+    x = to_input(images, size, mean, train=True)
+    y = col_of_row[torch.cat([fg["label"], bg["label"]]).to(device, non_blocking=True)]
+    logits = model(x)[:, cols]
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad()
+    loss.backward()
+    freezer.zero_grads()
+    optimizer.step()
+    freezer.restore()
+    return loss.detach(), fg_bg_counts(logits.detach(), y, len(cols) - 1)
+
+
+def _stream(config: dict, cfg: TrainConfig, rank: int, world: int) -> ShardStream:
+    labels = set(config["fg_labels"]) | {BACKGROUND}
+    kwargs = {"rows": config["rows"], "labels": labels}
+    return ShardStream(config["files"], WINDOW_READER, kwargs, cfg.seed, rank, world)
+
+
+def det_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg: TrainConfig = config["cfg"]
+    device = trainer.worker_setup(cfg)
+    model, categories, _ = load_model(config["cls_url"])
+    bg = categories.background_row
+    with torch.no_grad():
+        model.output.weight[bg] = 0
+        model.output.bias[bg] = 0
+    freezer = configure_trainable(model, parse_layers(cfg.train_layers), config["trained_rows"])
+    model = ray.train.torch.prepare_model(model)
+    optimizer = trainer.make_optimizer(model.parameters(), cfg)
+    start, history = trainer.restore(model, optimizer)
+    cols = torch.tensor(config["loss_rows"], device=device)
+    col_of_row = torch.full((bg + 1,), -1, dtype=torch.long, device=device)
+    col_of_row[cols] = torch.arange(len(cols), device=device)
+    size, mean = config["input_size"], config["mean"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    n_fg = worker_batch(cfg.fg_per_batch, world, "fg_per_batch")
+    n_bg = worker_batch(cfg.bg_per_batch, world, "bg_per_batch")
+    # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
+    per_step = n_fg + n_bg
+    stream = _stream(config, cfg, rank, world).endless(
+        per_step, (start,), 8 * per_step, "training window"
+    )
+    minibatches = split_minibatches(stream, bg, n_fg, n_bg, cap=8 * per_step)
+    t0, last = time.perf_counter(), start
+    loss_sum = torch.zeros((), device=device)  # since the last report, as the counts
+    counts = torch.zeros(2, dtype=torch.long, device=device)
+    before = None
+    for it in range(start, cfg.iterations):
+        trainer.set_lr(optimizer, cfg, it)
+        loss, right = det_step(
+            model, optimizer, freezer, *next(minibatches), cols, col_of_row, size, mean, device
+        )
+        loss_sum += loss
+        counts += right
+        if it == 0:  # the first batch, scored by the classifier as it came
+            before = trainer.all_reduce_sum(right.clone())
+        step = it + 1
+        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+            windows = (step - start) * (cfg.fg_per_batch + cfg.bg_per_batch)
+            rate = windows / (time.perf_counter() - t0)
+            total = trainer.all_reduce_sum(counts)
+            metrics = {
+                "iteration": step,
+                "loss": trainer.all_reduce_sum(loss_sum).item() / world / (step - last),
+                "fg_bg_accuracy": (total[0] / total[1].clamp(min=1)).item(),
+                "resumed_from": start,
+                "windows_per_s": rate,
+            }
+            loss_sum.zero_()
+            counts.zero_()
+            last = step
+            if before is not None:
+                metrics["fg_bg_accuracy_before"] = (before[0] / before[1]).item()
+            if rank == 0:
+                print(
+                    f"train-det {step}/{cfg.iterations}: loss {metrics['loss']:.3f}, "
+                    f"fg-vs-bg accuracy {metrics['fg_bg_accuracy']:.3f} (training batches), "
+                    f"{metrics['windows_per_s']:.0f} windows/s",
+                    flush=True,
+                )
+            trainer.report(metrics, model, optimizer, step, history)
+            trainer.maybe_fail(cfg, step, start)
+    stream.close()
+
+
+def _check_labelling(work: str, splits: list[str], wanted, cfg: TrainConfig) -> None:
+    """The windows must be labelled with the boxes this training may see: set B's, or every
+    box for the oracle (set at extraction, where annotations enter; ``params.json``)."""
+    for split in splits:
+        got = (extraction_params(work, split) or {}).get("boxes_of")
+        if got != wanted:
+            raise ValueError(
+                f"{work}/extract/{split}: windows labelled with the boxes of {_describe(got)}, "
+                f"but this fine-tune (set_b={cfg.set_b}, oracle={cfg.oracle}) needs "
+                f"{_describe(wanted)}; "
+                "extract the training splits again with the same set_b"
+            )
+
+
+def _describe(boxes_of) -> str:
+    return "every category" if boxes_of == "all" else f"{len(boxes_of or [])} categories"
+
+
+def run_train_det(
+    data: str, work: str, cfg: TrainConfig, name: str | None = None, overwrite: bool = False
+) -> dict:
+    from ray.train.torch import TorchTrainer
+
+    work = storage.absolute(work)  # the URLs below go to Train workers
+    name = name or default_name(cfg)
+    out = model_url(work, f"det-{name}.pt")
+    if storage.exists(out) and not overwrite:
+        return {"model": out, "skipped": True}
+    if overwrite:
+        trainer.discard_run(work, f"det-{name}")
+    cls_url = model_url(work, MODEL_NAME)
+    _, categories, payload = load_model(cls_url)
+    splits = [labelled_split(s, cfg.oracle) for s in TRAINING_SPLITS]
+    urls = [u for s in splits for u in part_files(work, s, "windows")]
+    if not urls:
+        raise FileNotFoundError(
+            f"no window shards under {work}/extract/{{{','.join(splits)}}}: run `lsda extract` "
+            f"on the training splits first{' with --oracle' if cfg.oracle else ''}"
+        )
+    size = payload["input_size"]
+    window_size = shard_params(urls).get("config", {}).get("window_size")
+    if window_size != size:
+        raise ValueError(f"window shards are {window_size} px but {payload['model']} takes {size}")
+    counts = _label_counts(urls)
+    excluded = set(held_back(data, cfg))
+    unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND} - excluded)
+    if unknown:
+        raise ValueError(f"{cls_url}: its category map lacks window labels {unknown[:10]}")
+    b = set_b(data, cfg)
+    _check_labelling(work, splits, "all" if cfg.oracle else b, cfg)
+    det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
+    trained = det if cfg.oracle else b
+    empty = [w for w in trained if counts[w] == 0]
+    if empty or counts[BACKGROUND] == 0:
+        raise ValueError(f"no training windows for {', '.join(empty[:10]) or BACKGROUND}")
+    layers = parse_layers(cfg.train_layers)
+    bg = categories.background_row
+    trained_rows = [bg] + (categories.rows(trained) if "fcB" in layers else [])
+    rows = {w: i for i, w in enumerate(categories.wnids)} | {BACKGROUND: bg}
+    worker_batch(cfg.fg_per_batch, cfg.workers, "fg_per_batch")  # refuse before Ray starts
+    worker_batch(cfg.bg_per_batch, cfg.workers, "bg_per_batch")
+    trainer.start_ray_for_training()
+    config = {
+        "cfg": cfg,
+        "cls_url": cls_url,
+        "files": urls,
+        "rows": rows,
+        "fg_labels": sorted(trained),
+        "trained_rows": trained_rows,
+        "loss_rows": categories.rows(trained) + [bg],
+        "input_size": size,
+        "mean": tuple(payload["pixel_mean"]),
+    }
+    t0 = time.time()
+    result = TorchTrainer(
+        det_loop,
+        train_loop_config=config,
+        scaling_config=trainer.scaling_config(cfg),
+        run_config=trainer.run_config(work, f"det-{name}", cfg.max_failures),
+    ).fit()
+    state = trainer.final_state(result)
+    model, _, _ = load_model(cls_url)
+    model.load_state_dict(state["model"])
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+    save_model(
+        out,
+        model,
+        payload["model"],
+        categories,
+        kind="det",
+        config=to_dict(cfg),
+        metrics=metrics,
+        history=state.get("history", []),  # the training curves
+        input_size=size,
+        pixel_mean=payload["pixel_mean"],
+        set_b=b,
+        trained=trained,
+        name=name,
+    )
+    return {"model": out, "name": name, **metrics, "seconds": round(time.time() - t0, 1)}

@@ -1,0 +1,185 @@
+"""Plumbing shared by both fine-tuning stages: Ray Train run config, optimizer, lr schedule,
+checkpoint state inside the training loop, and failure injection for tests.
+
+Ray Train V2 (DESIGN §7): a re-run with the same ``storage_path`` + ``name`` finds its last
+checkpoint through ``ray.train.get_checkpoint()``; ``FailureConfig(max_failures)`` restarts a
+failed worker group from it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from pipeline.io import storage
+from pipeline.io.ray_env import cpus_per_consumer
+from schemas.config import TrainConfig
+
+
+def run_config(work: str, name: str, max_failures: int):
+    import pyarrow.fs
+    import ray.train
+
+    url = storage.join(work, "train")
+    fs, path = storage.get_fs(url)
+    if url.startswith("s3://"):
+        pa_fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+        where = {"storage_path": path, "storage_filesystem": pa_fs}
+    else:
+        os.makedirs(path, exist_ok=True)
+        where = {"storage_path": os.path.abspath(path)}
+    return ray.train.RunConfig(
+        name=name,
+        failure_config=ray.train.FailureConfig(max_failures),
+        # Ray Train's own INFO/WARNING lines on the controller would bury our one line per
+        # epoch; its errors (failures, restarts) still show. (Its workers still log each
+        # report at INFO in Ray 2.60, whatever this says.)
+        logging_config=ray.train.LoggingConfig(log_level="ERROR"),
+        **where,
+    )
+
+
+def start_ray_for_training() -> None:
+    """Join or start Ray, with Ray Data's progress bars off for the training inputs: they run
+    in split-coordinator actors whose bars would interleave with our one line per epoch."""
+    import ray.data
+
+    from pipeline.io.ray_env import ensure_ray
+
+    ensure_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def discard_run(work: str, name: str) -> None:
+    """Forget a run's checkpoints, so that the next fit starts over instead of resuming."""
+    fs, path = storage.get_fs(storage.join(work, "train", name))
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def scaling_config(cfg: TrainConfig):
+    from ray.train import ScalingConfig
+
+    per_worker = cpus_per_consumer(cfg.workers)
+    return ScalingConfig(
+        num_workers=cfg.workers, use_gpu=cfg.gpus, resources_per_worker={"CPU": per_worker}
+    )
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, iteration: int) -> None:
+    """The paper's step schedule: lr / 10 every ``lr_step`` iterations."""
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * (0.1 ** (iteration // cfg.lr_step))
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the workers, in place, on ``t``'s device: keep metric tensors on the
+    worker's device, because NCCL (``--gpus``) reduces CUDA tensors only."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def accuracy(model, batches, count, device) -> float:
+    """Share right over ``batches``, summed across workers. ``count(batch)`` gives (right,
+    total) as an int64 tensor on ``device``: nothing leaves the device until the end."""
+    model.eval()
+    counts = torch.zeros(2, dtype=torch.int64, device=device)
+    with torch.no_grad():
+        for batch in batches:
+            counts += count(batch)
+    model.train()
+    right, total = all_reduce_sum(counts).tolist()
+    return right / max(total, 1)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def report(metrics: dict, model, optimizer, step: int, history: list[dict]) -> None:
+    """Report metrics; rank 0 also checkpoints model + optimizer + step + the metrics of every
+    report so far (``history``, with ``metrics`` appended: the training curves, which the
+    checkpoint carries so that they survive a restart)."""
+    import ray.train
+
+    history.append(metrics)
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(
+            {
+                "model": unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "history": history,
+            },
+            os.path.join(tmp, "state.pt"),
+        )
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def restore(model, optimizer) -> tuple[int, list[dict]]:
+    """Load the last checkpoint of this run, if any; return the step to resume from and the
+    metrics reported up to it."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, "state.pt"), weights_only=True, map_location="cpu")
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), list(state.get("history", []))
+
+
+def final_state(result) -> dict:
+    """The model state of a finished run's last checkpoint."""
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}") from result.error
+    with result.checkpoint.as_directory() as d:
+        return torch.load(os.path.join(d, "state.pt"), weights_only=True, map_location="cpu")
+
+
+def maybe_fail(cfg: TrainConfig, step: int, resumed_from: int) -> None:
+    """Tests: fail once, right after the checkpoint of ``inject_failure_at``."""
+    if cfg.inject_failure_at >= 0 and step == cfg.inject_failure_at and resumed_from == 0:
+        raise RuntimeError(f"injected failure after step {step}")
+
+
+def quiet_report_lines() -> None:
+    """Ray 2.60's training workers log every ``report`` at INFO ("Reporting training result
+    N: ...", two lines per epoch per worker) through a logger named after its source file, so
+    neither LoggingConfig nor the ``ray.train`` logger reach it."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def worker_setup(cfg: TrainConfig) -> torch.device:
+    import ray.train.torch
+
+    from pipeline.train.stream import configure_worker_data
+
+    quiet_report_lines()
+    configure_worker_data()
+    torch.set_num_threads(1)  # one thread per worker was faster and steadier on 2 cores
+    torch.manual_seed(cfg.seed + ray.train.get_context().get_world_rank())
+    return ray.train.torch.get_device()

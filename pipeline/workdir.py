@@ -1,0 +1,114 @@
+"""The work dir's layout and every artifact's name, in one place: no other module builds a
+path under WORK.
+
+    WORK/extract/<split>[-oracle]/  params.json, manifest/, proposals/, windows/ or cls/,
+                                   quarantine/, _done/ (one marker per finished shard)
+    WORK/train/<run>/              Ray Train's checkpoints of a fine-tune in progress
+    WORK/models/                   cls.pt, det-<fine-tune>.pt, detector-<adapted>.pt
+    WORK/adapt/<name>/             neighbours.parquet (who lent each held-out row its offset)
+    WORK/detect/<model>/<split>/   detections.parquet, detections.json (COCO), drawn/
+    WORK/evaluate/<model>/<split>/ metrics.json, ap.png
+    WORK/report/                   index.html, metrics.json, charts
+
+A split name is ``det-train``, ``val1``, ``val2``, ``cls`` or ``images`` (``detect --images``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.io import storage
+
+CLASSIFIER = "cls"
+ORACLE_SUFFIX = "-oracle"  # extract/<split>-oracle: windows labelled with every category's box
+AVG_OFFSET = "avg-offset"
+
+
+def knn_name(k: int) -> str:
+    """The k-NN adapted detector's name, from its one setting."""
+    return f"knn-{k}"
+
+
+def finetune_run(name: str) -> str:
+    """A detection fine-tune's Ray Train run and model stem (``det-<name>``)."""
+    return f"det-{name}"
+
+
+def adapted_stem(name: str) -> str:
+    return f"detector-{name}"
+
+
+def model_file(spec: str) -> str:
+    """A model's file name in WORK/models from its stem or file name (``knn-5`` is an adapted
+    detector's short name, ``detector-knn-5`` its stem)."""
+    if spec.endswith(".pt"):
+        return spec
+    if spec == CLASSIFIER or spec.startswith(("det-", "detector-")):
+        return f"{spec}.pt"
+    return f"{adapted_stem(spec)}.pt"
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    """Paths under one work dir (local or ``s3://``)."""
+
+    root: str
+
+    def _join(self, *parts: str) -> str:
+        return storage.join(self.root, *parts)
+
+    def extract(self, split: str, oracle: bool = False) -> str:
+        """``split``'s extraction: labelled by set B's boxes, or by every box (oracle)."""
+        return self._join("extract", split + ORACLE_SUFFIX if oracle else split)
+
+    def extract_parts(self, split: str, output: str) -> list[str]:
+        """The Parquet files of one output (``windows``, ``cls``, ``proposals``) of a split
+        (``split`` may carry the oracle suffix)."""
+        return storage.find(self._join("extract", split, output), (".parquet",))
+
+    def train_runs(self) -> str:
+        return self._join("train")
+
+    def train_run(self, run: str) -> str:
+        return self._join("train", run)
+
+    def model(self, spec: str) -> str:
+        """A model file: ``cls``, ``det-<name>``, ``detector-<name>``, ``knn-5``, or a file."""
+        return self._join("models", model_file(spec))
+
+    def classifier(self) -> str:
+        return self.model(CLASSIFIER)
+
+    def finetuned(self, name: str) -> str:
+        return self.model(finetune_run(name))
+
+    def adapted(self, name: str) -> str:
+        return self.model(adapted_stem(name))
+
+    def neighbours(self, name: str) -> str:
+        return self._join("adapt", name, "neighbours.parquet")
+
+    def detections(self, model: str, split: str) -> str:
+        return self._join("detect", model, split)
+
+    def evaluation(self, model: str, split: str) -> str:
+        return self._join("evaluate", model, split)
+
+    def report(self) -> str:
+        return self._join("report")
+
+
+# The fine-tuned rows of the ablation -> their fine-tune's name (models/det-<name>.pt)
+FINETUNES = {"bg-only": "bg", "all-layers": "all-fcB", "oracle": "oracle"}
+
+
+def ablation_models(k: int) -> dict[str, str]:
+    """The paper's Table 1 rows in order -> the model stem each evaluates (WorkDir.model)."""
+    return {
+        "classifier": CLASSIFIER,
+        "bg-only": finetune_run(FINETUNES["bg-only"]),
+        "all-layers": finetune_run(FINETUNES["all-layers"]),
+        knn_name(k): adapted_stem(knn_name(k)),
+        AVG_OFFSET: adapted_stem(AVG_OFFSET),
+        "oracle": finetune_run(FINETUNES["oracle"]),
+    }

@@ -1,0 +1,196 @@
+"""Both fine-tuning stages through a real local Ray instance with 2 CPU workers."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.data.categories import read_categories
+from pipeline.data.category_sets import set_b
+from pipeline.extract.stage import run_extract
+from pipeline.io import storage
+from pipeline.model.checkpoints import load_model, save_model
+from pipeline.model.nets import CategoryMap
+from pipeline.toyworld.generate import generate
+from pipeline.train.classifier import classification_categories, model_url, run_train_cls
+from pipeline.train.detector import run_train_det
+from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
+
+EXTRACT = load_section("configs/toyworld.yaml", "extract", ExtractConfig, shard_size=16)
+CLS = load_section("configs/toyworld.yaml", "train_cls", TrainConfig, epochs=6, batch_size=32)
+DET = load_section(
+    "configs/toyworld.yaml", "train_det", TrainConfig, iterations=40, checkpoint_every=20, lr=3e-4
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ray_local):
+    """A 6-category world, extracted and with a trained classifier (shared by the module)."""
+    root = tmp_path_factory.mktemp("train")
+    data, work = str(root / "data"), str(root / "work")
+    cfg = toyworld_config(
+        "test",
+        det_categories=6,
+        leaf_categories=2,
+        cls_images=60,
+        det_train_scenes=24,
+        val1_scenes=24,
+        val2_scenes=4,
+        seed=5,
+    )
+    generate(data, cfg, progress=False)
+    for split in ("cls", "det-train", "val1"):
+        run_extract(data, work, split, EXTRACT, progress=False)
+    summary = run_train_cls(data, work, CLS)
+    return data, work, summary
+
+
+def test_classifier_learns(trained):
+    data, work, summary = trained
+    assert summary["categories"] == 8 and summary["epoch"] == 6
+    assert summary["holdout_accuracy"] > 0.4  # chance: 1/8
+    _, categories, payload = load_model(model_url(work, "cls.pt"))
+    assert categories.wnids[:6] == tuple(c.wnid for c in read_categories(data))
+    assert payload["kind"] == "cls" and payload["input_size"] == 32
+
+
+def test_detection_finetune_resumes_after_a_failure_and_leaves_fcA_alone(trained):
+    data, work, _ = trained
+    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "inject_failure_at": 20})
+    summary = run_train_det(data, work, cfg, name="faulty")
+    assert summary["iteration"] == 40 and summary["resumed_from"] == 20
+    cls_model, categories, _ = load_model(model_url(work, "cls.pt"))
+    det_model, _, payload = load_model(model_url(work, "det-faulty.pt"))
+    b_rows = categories.rows(set_b(data, cfg))
+    other = [r for r in range(categories.num_categories) if r not in b_rows]
+    w_cls, w_det = cls_model.output.weight, det_model.output.weight
+    assert torch.equal(w_cls[other], w_det[other])  # set A and leaves: bit for bit
+    assert torch.equal(cls_model.output.bias[other], det_model.output.bias[other])
+    assert not torch.equal(w_cls[b_rows], w_det[b_rows])
+    assert det_model.output.weight[categories.background_row].abs().sum() > 0
+    assert payload["set_b"] == set_b(data, cfg) and payload["kind"] == "det"
+
+
+def test_detection_finetune_raises_fg_bg_accuracy_and_a_rerun_resumes(trained):
+    data, work, _ = trained
+    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 20})
+    first = run_train_det(data, work, cfg, name="resumable")
+    assert first["fg_bg_accuracy"] > first["fg_bg_accuracy_before"]
+    assert run_train_det(data, work, cfg, name="resumable")["skipped"]
+    # as if the job had died before writing its model: the run's checkpoints remain
+    fs, path = storage.get_fs(model_url(work, "det-resumable.pt"))
+    fs.rm(path)
+    longer = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 40})
+    again = run_train_det(data, work, longer, name="resumable")
+    assert again["resumed_from"] == 20 and again["iteration"] == 40
+
+
+def mirror_boxes(root: Path, wnids: set[str]) -> int:
+    """Mirror every box of ``wnids`` left-right in the DET annotations under ``root``: still
+    valid boxes, in other places. Returns how many moved."""
+    moved = 0
+
+    def mirror(m: re.Match) -> str:
+        nonlocal moved
+        name, x1, y1, x2, y2 = m.group(1), *map(int, m.groups()[1:])
+        if name not in wnids:
+            return m.group(0)
+        moved += 1
+        x1, x2 = width - 1 - x2, width - 1 - x1
+        return (
+            f"<object><name>{name}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        )
+
+    pattern = re.compile(
+        r"<object><name>(\w+)</name><bndbox><xmin>(\d+)</xmin><ymin>(\d+)</ymin>"
+        r"<xmax>(\d+)</xmax><ymax>(\d+)</ymax></bndbox></object>"
+    )
+    for xml in root.glob("ILSVRC2013_DET_bbox_*/**/*.xml"):
+        text = xml.read_text()
+        width = int(re.search(r"<width>(\d+)</width>", text).group(1))
+        xml.write_text(pattern.sub(mirror, text))
+    return moved
+
+
+def test_no_training_input_depends_on_a_box_of_set_a(trained, tmp_path):
+    """The paper's set A has no boxes. Moving all of them must change no training shard and no
+    bit of the fine-tuned model; the oracle's windows, labelled with every box, do change."""
+    data, work, _ = trained
+    other_data, other_work = tmp_path / "data", tmp_path / "work"
+    shutil.copytree(data, other_data)
+    det = [c.wnid for c in read_categories(data)]
+    assert mirror_boxes(other_data, set(det) - set(set_b(data, DET))) > 10
+    (other_work / "models").mkdir(parents=True)
+    shutil.copy(model_url(work, "cls.pt"), other_work / "models")
+    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 10})
+
+    def windows(w, split: str) -> list[bytes]:
+        return [p.read_bytes() for p in sorted(Path(w, "extract", split, "windows").iterdir())]
+
+    models = []
+    for d, w in ((data, work), (str(other_data), str(other_work))):
+        for split in ("det-train", "val1"):
+            run_extract(d, w, split, EXTRACT, progress=False)
+            run_extract(d, w, split, EXTRACT, progress=False, oracle=True)
+        run_train_det(d, w, cfg, name="strict")
+        models.append(load_model(model_url(w, "det-strict.pt"))[0].state_dict())
+    for split in ("det-train", "val1"):
+        assert windows(work, split) == windows(other_work, split)
+    # the built-in DET train scenes hold set B's objects only: set A's boxes are all in val1
+    assert windows(work, "val1-oracle") != windows(other_work, "val1-oracle")
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
+    every_box = load_section(None, "x", TrainConfig, **{**cfg.__dict__, "set_b": "all"})
+    with pytest.raises(ValueError, match="labelled with the boxes of 3 categories"):
+        run_train_det(data, work, every_box, name="mislabelled")  # windows of set B only
+
+
+def test_bad_inputs_are_refused_before_training(trained, tmp_path):
+    data, work, _ = trained
+    with pytest.raises(ValueError, match="window shards are 32 px but alexnet takes 227"):
+        _, categories, _ = load_model(model_url(work, "cls.pt"))
+        other = str(tmp_path / "w")
+        fs, _ = storage.get_fs(work)
+        fs.cp(f"{work}/extract", f"{other}/extract", recursive=True)
+        from pipeline.model.nets import get_model
+
+        save_model(
+            model_url(other, "cls.pt"),
+            get_model("alexnet", categories.num_categories),
+            "alexnet",
+            categories,
+            input_size=227,
+            pixel_mean=[0, 0, 0],
+        )
+        run_train_det(data, other, DET)
+    with pytest.raises(ValueError, match="category map lacks window labels"):
+        save_model(
+            model_url(other, "cls.pt"),
+            get_model("smallcnn", 2),
+            "smallcnn",
+            CategoryMap(("x", "y")),
+            input_size=32,
+            pixel_mean=[0, 0, 0],
+        )
+        run_train_det(data, other, DET)
+
+
+def test_a_category_without_images_is_refused(trained, tmp_path):
+    data, _, _ = trained
+    url = str(tmp_path / "part.parquet")
+    storage.write_table(url, pa.table({"wnid": ["n90000000"], "name": ["n90000000_1"]}))
+    with pytest.raises(ValueError, match="no classification images for 5 detection categories"):
+        classification_categories(data, [url])
+
+
+def test_checkpoints_on_s3(trained, s3_bucket):
+    data, _, _ = trained
+    work = f"{s3_bucket}/work"
+    run_extract(data, work, "cls", EXTRACT, progress=False)
+    cfg = load_section(None, "x", TrainConfig, **{**CLS.__dict__, "epochs": 1})
+    summary = run_train_cls(data, work, cfg)
+    assert summary["model"] == f"{work}/models/cls.pt" and storage.exists(summary["model"])
+    assert storage.find(f"{work}/train/cls", (".pt",))  # Ray Train's checkpoint on S3
