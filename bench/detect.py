@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -27,7 +28,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline.data.categories import read_categories  # noqa: E402
-from pipeline.detect.postprocess import PostConfig  # noqa: E402
 from pipeline.detect.scoring import MultiDetector  # noqa: E402
 from pipeline.detect.stage import run_detect  # noqa: E402
 from pipeline.extract.stage import run_extract  # noqa: E402
@@ -37,9 +37,13 @@ from pipeline.io.ray_env import start_local_ray  # noqa: E402
 from pipeline.model.checkpoints import save_model  # noqa: E402
 from pipeline.model.nets import CategoryMap, get_model  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
-from pipeline.train.classifier import model_url  # noqa: E402
-from pipeline.train.data import part_files  # noqa: E402
-from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
+from pipeline.workdir import WorkDir  # noqa: E402
+from schemas.config import (  # noqa: E402
+    ExtractConfig,
+    PostConfig,  # noqa: E402
+    load_config,
+    toyworld_config,
+)
 
 # detector -> the trunk it shares (as in lsda run: heads differ, trunks are shared)
 DETECTORS = {
@@ -55,8 +59,8 @@ DETECTORS = {
 def prepare(root: str, scenes: int, model: str) -> tuple[str, str, dict[str, str]]:
     data, work = f"{root}/data", f"{root}/work"
     cfg = toyworld_config("quick", cls_images=1, det_train_scenes=1, val1_scenes=1)
-    generate(data, load_section(None, "x", type(cfg), **{**cfg.__dict__, "val2_scenes": scenes}))
-    ext = load_section("configs/toyworld.yaml", "extract", ExtractConfig)
+    generate(data, replace(cfg, val2_scenes=scenes))
+    ext = load_config("configs/toyworld.yaml").extract
     run_extract(data, work, "val2", ext, progress=False)
     categories = CategoryMap(tuple(c.wnid for c in read_categories(data)))
     trunks = {}
@@ -68,14 +72,14 @@ def prepare(root: str, scenes: int, model: str) -> tuple[str, str, dict[str, str
             net.load_state_dict(state, strict=False)
         trunks.setdefault(trunk, net.state_dict())
         save_model(
-            model_url(work, f"{name}.pt"),
+            WorkDir(work).model(f"{name}.pt"),
             net,
             model,
             categories,
             input_size=net.input_size,
             pixel_mean=list(ext.pixel_mean),
         )
-    return data, work, {n: model_url(work, f"{n}.pt") for n in DETECTORS}
+    return data, work, {n: WorkDir(work).model(f"{n}.pt") for n in DETECTORS}
 
 
 def in_process(work: str, urls: dict[str, str]) -> tuple[dict[str, float], int]:
@@ -84,7 +88,9 @@ def in_process(work: str, urls: dict[str, str]) -> tuple[dict[str, float], int]:
     det = MultiDetector(urls, PostConfig())
     max_pixels = ExtractConfig.max_pixels
     rows = [
-        r for u in part_files(work, "val2", "proposals") for r in storage.read_table(u).to_pylist()
+        r
+        for u in WorkDir(work).extract_parts("val2", "proposals")
+        for r in storage.read_table(u).to_pylist()
     ]
     t = dict.fromkeys(("io", "warp", "network", "post"), 0.0)
     windows = 0

@@ -35,9 +35,9 @@ from pipeline.io import storage  # noqa: E402
 from pipeline.io.images import decode_rgb  # noqa: E402
 from pipeline.io.ray_env import start_local_ray  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
-from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
+from schemas.config import load_config, toyworld_config  # noqa: E402
 
-CFG = load_section("configs/toyworld.yaml", "extract", ExtractConfig)
+CFG = load_config("configs/toyworld.yaml").extract
 
 
 def make_world(root: str, scenes: int) -> None:

@@ -47,11 +47,11 @@ stage detect lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det
 python3 - "$WORK" "$T/detect.log" <<'PY'
 import json, sys
 import pyarrow.compute as pc
+from pipeline.workdir import WorkDir
 from pipeline.io import storage
-from pipeline.train.data import part_files
 work, log = sys.argv[1:]
 windows = sum(pc.sum(pc.list_value_length(storage.read_table(u, ["boxes"])["boxes"])).as_py() // 4
-              for u in part_files(work, "val2", "proposals"))
+              for u in WorkDir(work).extract_parts("val2", "proposals"))
 summary = next(iter(json.loads([l for l in open(log) if l.startswith("{")][-1]).values()))
 print(f"detect --gpus, small world end to end (Ray Data, actor start included): "
       f"{summary['images_per_s']} images/s, {windows / summary['seconds']:,.0f} windows/s")

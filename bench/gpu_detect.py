@@ -28,12 +28,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.warp import proposals, scene  # noqa: E402
-from pipeline.detect.postprocess import PostConfig  # noqa: E402
 from pipeline.detect.scoring import MultiDetector, WindowFeeder  # noqa: E402
 from pipeline.io.images import decode_rgb  # noqa: E402
 from pipeline.model.checkpoints import save_model  # noqa: E402
 from pipeline.model.nets import CategoryMap, get_model  # noqa: E402
-from schemas.config import ScoringConfig  # noqa: E402
+from schemas.config import (
+    PostConfig,  # noqa: E402
+    ScoringConfig,  # noqa: E402
+)
 
 MEAN = (123.68, 116.78, 103.94)
 

@@ -24,14 +24,14 @@ from pipeline.detect.stage import run_detect  # noqa: E402
 from pipeline.evaluate.stage import run_evaluate  # noqa: E402
 from pipeline.io.ray_env import start_local_ray  # noqa: E402
 from pipeline.model.checkpoints import load_model, save_model  # noqa: E402
-from pipeline.train.classifier import model_url  # noqa: E402
-from schemas.config import TrainConfig  # noqa: E402
+from pipeline.workdir import WorkDir  # noqa: E402
+from schemas.config import CategorySplit  # noqa: E402
 
 
 def adapted(work: str, k: int, with_bias_metric: bool) -> tuple[str, torch.Tensor]:
     """Writes the adapted detector; returns its URL and the neighbours chosen."""
-    cls_model, categories, _ = load_model(model_url(work, "cls.pt"))
-    det_model, _, payload = load_model(model_url(work, "det-all-fcB.pt"))
+    cls_model, categories, _ = load_model(WorkDir(work).model("cls.pt"))
+    det_model, _, payload = load_model(WorkDir(work).model("det-all-fcB.pt"))
     trained = set(payload["trained"])
     b_rows = categories.rows(payload["trained"])
     a_rows = categories.rows([w for w in categories.wnids if w not in trained])
@@ -43,7 +43,7 @@ def adapted(work: str, k: int, with_bias_metric: bool) -> tuple[str, torch.Tenso
     rows = result.rows[:, :-1] if with_bias_metric else result.rows
     apply_rows(det_model.output, a_rows, rows)
     name = f"knn{k}-{'fc7-bias' if with_bias_metric else 'fc7'}"
-    url = model_url(work, f"detector-{name}.pt")
+    url = WorkDir(work).model(f"detector-{name}.pt")
     save_model(url, det_model, payload["model"], categories, **{
         key: payload[key] for key in ("input_size", "pixel_mean", "set_b", "trained")
     })  # fmt: skip
@@ -58,8 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     start_local_ray(num_cpus=2, log_to_driver=False)
     split = json.loads(open(f"{args.work}/report/metrics.json").read())["split"]
-    cfg = TrainConfig()
-    b, held = set_b(args.data, cfg), held_back(args.data, cfg)
+    sets = CategorySplit()
+    b, held = set_b(args.data, sets), held_back(args.data, sets)
     results, neighbours = {}, {}
     for bias in (False, True):
         url, nn = adapted(args.work, args.k, bias)

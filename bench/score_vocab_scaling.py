@@ -30,8 +30,8 @@ from pipeline.extract.stage import run_extract  # noqa: E402
 from pipeline.io.ray_env import start_local_ray  # noqa: E402
 from pipeline.model.checkpoints import load_payload, save_model  # noqa: E402
 from pipeline.model.nets import CategoryMap, get_model  # noqa: E402
-from pipeline.train.classifier import model_url  # noqa: E402
-from schemas.config import ExtractConfig, load_section, toyworld_config  # noqa: E402
+from pipeline.workdir import WorkDir  # noqa: E402
+from schemas.config import load_config, toyworld_config  # noqa: E402
 
 
 def prepare(root: str, scenes: int, leaves: int) -> tuple[str, str, str, int]:
@@ -44,14 +44,14 @@ def prepare(root: str, scenes: int, leaves: int) -> tuple[str, str, str, int]:
         leaf_categories=leaves, leaf_cls_images=1,
     )  # fmt: skip
     generate(data, cfg, progress=False)
-    ext = load_section("configs/toyworld.yaml", "extract", ExtractConfig)
+    ext = load_config("configs/toyworld.yaml").extract
     summary = run_extract(data, work, "val2", ext, progress=False)
     det = [c.wnid for c in read_categories(data)]
     others = sorted(set(read_hierarchy(data).leaves()) - set(det))
     categories = CategoryMap(tuple(det + others))
     torch.manual_seed(0)
     net = get_model("smallcnn", categories.num_categories)
-    url = model_url(work, "vocab.pt")
+    url = WorkDir(work).model("vocab.pt")
     save_model(url, net, "smallcnn", categories, input_size=net.input_size,
                pixel_mean=list(ext.pixel_mean))  # fmt: skip
     windows = int(summary["proposals_per_image"] * summary["done"])

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -28,14 +29,15 @@ from pipeline.extract.stage import run_extract  # noqa: E402
 from pipeline.io.ray_env import start_local_ray  # noqa: E402
 from pipeline.model.checkpoints import load_model  # noqa: E402
 from pipeline.model.layers import configure_trainable, parse_layers  # noqa: E402
+from pipeline.model.preprocess import to_input  # noqa: E402
 from pipeline.toyworld.generate import generate  # noqa: E402
-from pipeline.train.classifier import model_url, run_train_cls  # noqa: E402
-from pipeline.train.data import part_files, to_input  # noqa: E402
+from pipeline.train.classifier import run_train_cls  # noqa: E402
 from pipeline.train.detector import run_train_det  # noqa: E402
+from pipeline.workdir import WorkDir  # noqa: E402
 from schemas.arrow import BACKGROUND  # noqa: E402
-from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config  # noqa: E402
+from schemas.config import CategorySplit, TrainConfig, load_config, toyworld_config  # noqa: E402
 
-EXTRACT = load_section("configs/toyworld.yaml", "extract", ExtractConfig)
+EXTRACT = load_config("configs/toyworld.yaml").extract
 
 
 def prepare(root: str) -> tuple[str, str]:
@@ -55,7 +57,7 @@ def prepare(root: str) -> tuple[str, str]:
     )
     for split in ("cls", "det-train", "val1"):
         run_extract(data, work, split, EXTRACT, progress=False)
-    cfg = load_section("configs/toyworld.yaml", "train_cls", TrainConfig, epochs=1)
+    cfg = replace(load_config("configs/toyworld.yaml").train_cls, epochs=1)
     run_train_cls(data, work, cfg)
     return data, work
 
@@ -65,11 +67,13 @@ def in_memory(data: str, work: str, cfg: TrainConfig) -> float:
     import pyarrow.parquet as pq
 
     torch.set_num_threads(1)
-    model, cats, payload = load_model(model_url(work, "cls.pt"))
-    b = set_b(data, cfg)
+    model, cats, payload = load_model(WorkDir(work).model("cls.pt"))
+    b = set_b(data, CategorySplit())
     rows = {w: i for i, w in enumerate(cats.wnids)} | {BACKGROUND: cats.background_row}
     tables = [
-        pq.read_table(u) for s in ("det-train", "val1") for u in part_files(work, s, "windows")
+        pq.read_table(u)
+        for s in ("det-train", "val1")
+        for u in WorkDir(work).extract_parts(s, "windows")
     ]
     labels = [lb for t in tables for lb in t.column("label").to_pylist()]
     pixels = [px for t in tables for px in t.column("pixels").to_pylist()]
@@ -115,17 +119,15 @@ def main() -> None:
     start_local_ray(num_cpus=2, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         data, work = prepare(tmp)
-        base = load_section(
-            "configs/toyworld.yaml",
-            "train_det",
-            TrainConfig,
+        base = replace(
+            load_config("configs/toyworld.yaml").train_det,
             iterations=args.iterations,
             checkpoint_every=args.iterations,
         )
         memory = in_memory(data, work, base)
         rates = {}
         for workers in (1, 2):
-            cfg = load_section(None, "x", TrainConfig, **{**base.__dict__, "workers": workers})
+            cfg = replace(base, workers=workers)
             rates[workers] = run_train_det(data, work, cfg, name=f"bench{workers}")["windows_per_s"]
     ray.shutdown()
     print(

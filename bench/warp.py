@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline.detect.warp_torch import warp_windows_torch  # noqa: E402
 from pipeline.extract.warp import context_padding, warp_windows  # noqa: E402
+from pipeline.workdir import WorkDir  # noqa: E402
 
 MEAN = np.array([123.68, 116.78, 103.94], np.float32)
 
@@ -95,19 +96,19 @@ def map_both_ways(data: str, work: str) -> list[tuple[str, dict, dict]]:
     from pipeline.detect.stage import run_detect
     from pipeline.evaluate.stage import run_evaluate
     from pipeline.io.ray_env import start_local_ray
-    from pipeline.run import DETECTORS
-    from pipeline.train.classifier import model_url
-    from schemas.config import ScoringConfig, TrainConfig
+    from pipeline.workdir import ablation_models
+    from schemas.config import CategorySplit, ScoringConfig
 
     start_local_ray(num_cpus=2, log_to_driver=False)
     report = json.loads(open(f"{work}/report/metrics.json").read())
     split = report["split"]
-    models = {f"{row}-torchwarp": model_url(work, f) for row, f in DETECTORS.items()}
+    rows = ablation_models(report["config"]["k"])
+    models = {f"{row}-torchwarp": WorkDir(work).model(stem) for row, stem in rows.items()}
     run_detect(data, work, models, split=split, scoring=ScoringConfig(warp="torch"))
-    cfg = TrainConfig()
-    b, held = set_b(data, cfg), held_back(data, cfg)
+    sets = CategorySplit()
+    b, held = set_b(data, sets), held_back(data, sets)
     out = []
-    for row in DETECTORS:
+    for row in rows:
         cv2_m = next(r for r in report["rows"] if r["name"] == row)
         torch_m = run_evaluate(data, work, f"{row}-torchwarp", split, set_b=b, held_back=held)
         out.append((row, cv2_m, torch_m))

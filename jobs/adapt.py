@@ -5,21 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.common import add_config, config_from_args
 from pipeline.adapt.stage import run_adapt
+from pipeline.workdir import FINETUNES
 
 DESCRIPTION = "adapt the output rows of categories without boxes (k-NN / global offsets)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", required=True, help="work dir URL with models/cls.pt, det-*.pt")
-    p.add_argument("--det", default="all-fcB", help="detection fine-tune: models/det-DET.pt")
-    p.add_argument("--k", type=int, default=5, help="neighbours; 0 = none; >= |B| = global")
+    p.add_argument(
+        "--det", default=FINETUNES["all-layers"], help="detection fine-tune: models/det-DET.pt"
+    )
     p.add_argument("--name", help="detector name (default knn-K / avg-offset)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--k", type=int, help="neighbours; 0 = none; >= |B| = the global average")
+    add_config(p, help="; its [run] k the neighbours, unless --k")
 
 
 def run(args: argparse.Namespace) -> int:
-    print(json.dumps(run_adapt(args.work, args.det, args.k, args.name, args.overwrite)))
+    k = config_from_args(args, "run").k
+    print(json.dumps(run_adapt(args.work, args.det, k, args.name, args.overwrite)))
     return 0
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from jobs.common import add_config, config_from_args
 from pipeline.adapt.add_categories import run_add_categories
+from pipeline.workdir import DEFAULT_BASE, DEFAULT_DETECTOR
 
 DESCRIPTION = (
     "add-categories: train output rows for new categories on fc7 features of their "
@@ -16,14 +18,15 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", required=True, help="URL of <wnid>/<name>.JPEG folders")
     p.add_argument("--work", required=True, help="work dir URL of a finished run")
-    p.add_argument("--detector", default="detector-knn-5.pt", help="model in WORK/models")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, help="model in WORK/models")
     p.add_argument(
         "--out", dest="out_model", help="model file in WORK/models to write (default: --detector)"
     )
-    p.add_argument("--k", type=int, default=5, help="neighbours for the offsets; 0: none")
-    p.add_argument("--base", default="det-all-fcB.pt", help="fine-tune giving the offsets")
+    p.add_argument("--k", type=int, help="neighbours for the offsets; 0: none")
+    p.add_argument("--base", default=DEFAULT_BASE, help="fine-tune giving the offsets")
     p.add_argument("--negatives", type=int, default=4096, help="classification images sampled")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps for the new rows")
+    add_config(p, help="; its [run] k the neighbours, unless --k")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         args.images,
         args.detector,
         args.out_model,
-        args.k,
+        config_from_args(args, "run").k,
         args.base,
         args.negatives,
         args.steps,

@@ -26,8 +26,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     import yaml
 
     from pipeline.extract.stage import StaleWorkDir
+    from pipeline.io.ray_env import RayStartError
 
-    return (ValueError, FileNotFoundError, NotADirectoryError, StaleWorkDir, yaml.YAMLError)
+    user = (ValueError, FileNotFoundError, NotADirectoryError, StaleWorkDir, yaml.YAMLError)
+    return (*user, RayStartError)
 
 
 def run_stage(name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
@@ -81,35 +83,53 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             parser.add_argument(flag, dest=f.name, type=type(f.default), metavar=f.name.upper())
 
 
-def config_from_args(args: argparse.Namespace, section: str, cls: type):
-    """``cls`` from the ``--config`` file's ``section``, with the command line on top."""
-    from schemas.config import load_section
+def add_config(
+    parser: argparse.ArgumentParser, *sections: str, skip: tuple = (), help: str = ""
+) -> None:
+    """``--config`` and one option per field of each of its ``sections`` (see RunConfig)."""
+    from schemas.config import RunConfig
 
-    names = [f.name for f in dataclasses.fields(cls)]
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return load_section(getattr(args, "config", None), section, cls, **overrides)
-
-
-def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
-    """``detect`` and ``score-vocab``: the device options, and a config for the proposals."""
-    from schemas.config import ScoringConfig
-
+    sets = f"; its {', '.join(f'[{s}]' for s in sections)} set the defaults" if sections else ""
     parser.add_argument(
         "--config",
-        help="YAML config: [scoring] sets the device options, [extract] the selective search "
-        "for --images (default: the settings WORK's det-train split was extracted with)",
+        help=f"a shipped config (toyworld, ilsvrc13, imagenet7k) or a YAML path/URL{sets}{help}",
     )
-    add_config_arguments(parser, ScoringConfig)
+    for section in sections:
+        add_config_arguments(parser, type(getattr(RunConfig(), section)), skip)
+
+
+def config_from_args(args: argparse.Namespace, section: str):
+    """One section of the ``--config`` file (read once per command), the command line on top."""
+    from schemas.config import load_config
+
+    if getattr(args, "loaded_config", None) is None:
+        args.loaded_config = load_config(getattr(args, "config", None))
+    cfg = getattr(args.loaded_config, section)
+    names = [f.name for f in dataclasses.fields(cfg)]
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return dataclasses.replace(cfg, **overrides)
+
+
+def add_scoring_arguments(parser: argparse.ArgumentParser, post: str) -> None:
+    """``detect`` and ``score-vocab``: the device options, post-processing (``post``: the
+    config section), and a config for the proposals."""
+    add_config(
+        parser,
+        "scoring",
+        post,
+        help="; its [extract] section the selective search for --images (default: the "
+        "settings WORK's det-train split was extracted with)",
+    )
 
 
 def scoring_from_args(args: argparse.Namespace):
     """(ScoringConfig, the proposal settings for images without stored proposals)."""
     from pipeline.extract.stage import extracted_with
-    from schemas.config import ExtractConfig, ScoringConfig, load_section
+    from schemas.config import ExtractConfig
 
-    scoring = config_from_args(args, "scoring", ScoringConfig)
+    scoring = config_from_args(args, "scoring")
     if args.config:
-        return scoring, load_section(args.config, "extract", ExtractConfig)
+        return scoring, config_from_args(args, "extract")
     proposals = extracted_with(args.work, "det-train")
     if proposals is None and getattr(args, "images", None):
         raise ValueError(
@@ -147,8 +167,6 @@ def glob_images(pattern: str) -> list[str]:
 def model_arg(spec: str, work: str) -> str:
     """A ``--model`` value as a URL: a URL or path as given, else a file in ``WORK/models``
     (``knn-5`` and ``detector-knn-5.pt`` alike)."""
-    from pipeline.train.classifier import model_url
+    from pipeline.workdir import WorkDir
 
-    if "/" in spec:
-        return spec
-    return model_url(work, spec if spec.endswith(".pt") else f"{spec}.pt")
+    return spec if "/" in spec else WorkDir(work).model(spec)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import add_scoring_arguments, glob_images, model_arg, scoring_from_args
-from pipeline.detect.postprocess import PostConfig
+from jobs.common import (
+    add_scoring_arguments,
+    config_from_args,
+    glob_images,
+    model_arg,
+    scoring_from_args,
+)
 from pipeline.detect.stage import run_detect
 
 DESCRIPTION = "detect: score proposals with detectors (Ray Data actors), NMS, write detections"
@@ -24,13 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--split", help="score this split's extracted proposals")
     src.add_argument("--images", help="glob of images; proposals are extracted on the fly")
-    p.add_argument("--nms-iou", type=float, default=0.3)
-    p.add_argument("--max-per-class", type=int, default=10)
     p.add_argument("--all-categories", action="store_true", help="not only detection categories")
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--draw", type=int, default=0, help="draw detections on N images")
     p.add_argument("--overwrite", action="store_true")
-    add_scoring_arguments(p)
+    add_scoring_arguments(p, "detect")
 
 
 def _models(specs: list[str], work: str) -> dict[str, str]:
@@ -43,7 +46,7 @@ def _models(specs: list[str], work: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     images = glob_images(args.images) if args.images else None
-    post = PostConfig(nms_iou=args.nms_iou, max_per_class=args.max_per_class)
+    post = config_from_args(args, "detect")
     scoring, proposals = scoring_from_args(args)
     summary = run_detect(
         args.data,

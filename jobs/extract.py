@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import add_config_arguments, config_from_args
+from jobs.common import add_config, config_from_args
 from pipeline.extract.stage import format_summary, run_extract
-from schemas.config import ExtractConfig
 
 DESCRIPTION = "extract proposals, warped training windows or classification shards (Ray Data)"
 
@@ -16,7 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root URL")
     p.add_argument("--work", required=True, help="work dir URL (outputs under WORK/extract/)")
     p.add_argument("--split", required=True, choices=("det-train", "val", "val1", "val2", "cls"))
-    p.add_argument("--config", help="YAML config; its [extract] section sets the defaults")
     p.add_argument(
         "--windows",
         action=argparse.BooleanOptionalAction,
@@ -32,11 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="concurrent shard tasks (default: all CPUs)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results of the split")
     p.add_argument("--no-progress", action="store_true")
-    add_config_arguments(p, ExtractConfig, skip=("pixel_mean",))
+    add_config(p, "extract", "categories", skip=("pixel_mean",))
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, "extract", ExtractConfig)
+    cfg = config_from_args(args, "extract")
     summary = run_extract(
         args.data,
         args.work,
@@ -47,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         args.overwrite,
         progress=not args.no_progress,
         oracle=args.oracle,
+        sets=config_from_args(args, "categories"),
     )
     print(format_summary(summary))
     print(json.dumps(summary))

@@ -6,15 +6,14 @@ import argparse
 import json
 
 from jobs.common import (
-    add_config_arguments,
     add_scoring_arguments,
     config_from_args,
     glob_images,
     model_arg,
     scoring_from_args,
 )
-from pipeline.detect.vocab import VocabPostConfig
 from pipeline.detect.vocab_stage import run_score_vocab
+from pipeline.workdir import DEFAULT_DETECTOR
 
 DESCRIPTION = (
     "score-vocab: every category of a detector (thousands), chunked, per-class then "
@@ -25,9 +24,7 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root URL (for the hierarchy)")
     p.add_argument("--work", required=True, help="work dir URL")
-    p.add_argument(
-        "--model", default="detector-knn-5.pt", help="URL, or a file name in WORK/models"
-    )
+    p.add_argument("--model", default=DEFAULT_DETECTOR, help="URL, or a model in WORK/models")
     p.add_argument("--name", default="vocab", help="outputs go to WORK/detect/NAME/SPLIT")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--split", help="score this split's extracted proposals")
@@ -36,13 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--draw", type=int, default=0, help="draw detections on N images")
     p.add_argument("--overwrite", action="store_true")
-    add_scoring_arguments(p)  # --config: its [score_vocab] section sets the defaults too
-    add_config_arguments(p, VocabPostConfig)
+    add_scoring_arguments(p, "score_vocab")
 
 
 def run(args: argparse.Namespace) -> int:
     model = model_arg(args.model, args.work)
-    post = config_from_args(args, "score_vocab", VocabPostConfig)
+    post = config_from_args(args, "score_vocab")
     scoring, proposals = scoring_from_args(args)
     summary = run_score_vocab(
         args.data,

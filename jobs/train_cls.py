@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import add_config_arguments, config_from_args
+from jobs.common import add_config, config_from_args
 from pipeline.train.classifier import run_train_cls
-from schemas.config import TrainConfig
 
 DESCRIPTION = "train the K-way classifier on classification shards (Ray Train, DDP)"
 
@@ -15,14 +14,13 @@ DESCRIPTION = "train the K-way classifier on classification shards (Ray Train, D
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root URL (for the category list)")
     p.add_argument("--work", required=True, help="work dir URL; writes WORK/models/cls.pt")
-    p.add_argument("--config", help="YAML config; its [train_cls] section sets the defaults")
     p.add_argument("--overwrite", action="store_true", help="retrain even if cls.pt exists")
-    add_config_arguments(p, TrainConfig)
+    add_config(p, "train_cls", "categories")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, "train_cls", TrainConfig)
-    print(json.dumps(run_train_cls(args.data, args.work, cfg, args.overwrite)))
+    cfg, sets = config_from_args(args, "train_cls"), config_from_args(args, "categories")
+    print(json.dumps(run_train_cls(args.data, args.work, cfg, args.overwrite, sets)))
     return 0
 
 

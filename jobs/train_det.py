@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import add_config_arguments, config_from_args
+from jobs.common import add_config, config_from_args
 from pipeline.model.layers import TABLE1
 from pipeline.train.detector import run_train_det
-from schemas.config import TrainConfig
 
 DESCRIPTION = "detection fine-tuning on windows (Ray Train): the rows of the paper's Table 1"
 
@@ -16,16 +15,15 @@ DESCRIPTION = "detection fine-tuning on windows (Ray Train): the rows of the pap
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root URL (for the category list)")
     p.add_argument("--work", required=True, help="work dir URL; writes WORK/models/det-NAME.pt")
-    p.add_argument("--config", help="YAML config; its [train_det] section sets the defaults")
     p.add_argument("--name", help="model name (default: from --train-layers, or 'oracle')")
     p.add_argument("--overwrite", action="store_true", help="retrain even if the model exists")
-    add_config_arguments(p, TrainConfig)
+    add_config(p, "train_det", "categories")
     p.epilog = "train-layers settings of Table 1: " + ", ".join(TABLE1)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, "train_det", TrainConfig)
-    print(json.dumps(run_train_det(args.data, args.work, cfg, args.name, args.overwrite)))
+    cfg, sets = config_from_args(args, "train_det"), config_from_args(args, "categories")
+    print(json.dumps(run_train_det(args.data, args.work, cfg, args.name, args.overwrite, sets)))
     return 0
 
 

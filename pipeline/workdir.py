@@ -18,10 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.io import storage
+from schemas.config import PipelineConfig
 
 CLASSIFIER = "cls"
 ORACLE_SUFFIX = "-oracle"  # extract/<split>-oracle: windows labelled with every category's box
 AVG_OFFSET = "avg-offset"
+
+
+def labelled_split(split: str, oracle: bool = False) -> str:
+    """The folder of ``split``'s windows: labelled by set B's boxes, or every box (oracle)."""
+    return split + ORACLE_SUFFIX if oracle else split
 
 
 def knn_name(k: int) -> str:
@@ -59,12 +65,11 @@ class WorkDir:
 
     def extract(self, split: str, oracle: bool = False) -> str:
         """``split``'s extraction: labelled by set B's boxes, or by every box (oracle)."""
-        return self._join("extract", split + ORACLE_SUFFIX if oracle else split)
+        return self._join("extract", labelled_split(split, oracle))
 
-    def extract_parts(self, split: str, output: str) -> list[str]:
-        """The Parquet files of one output (``windows``, ``cls``, ``proposals``) of a split
-        (``split`` may carry the oracle suffix)."""
-        return storage.find(self._join("extract", split, output), (".parquet",))
+    def extract_parts(self, split: str, output: str, oracle: bool = False) -> list[str]:
+        """The Parquet files of one output (``windows``, ``cls``, ``proposals``) of a split."""
+        return storage.find(storage.join(self.extract(split, oracle), output), (".parquet",))
 
     def train_runs(self) -> str:
         return self._join("train")
@@ -91,8 +96,19 @@ class WorkDir:
     def detections(self, model: str, split: str) -> str:
         return self._join("detect", model, split)
 
+    def detection_table(self, model: str, split: str) -> str:
+        return storage.join(self.detections(model, split), "detections.parquet")
+
+    def detection_coco(self, model: str, split: str) -> str:
+        """COCO-style results: image_id, category_id, bbox [x, y, w, h], score."""
+        return storage.join(self.detections(model, split), "detections.json")
+
     def evaluation(self, model: str, split: str) -> str:
         return self._join("evaluate", model, split)
+
+    def metrics(self, model: str, split: str, level: str = "category") -> str:
+        suffix = "" if level == "category" else f"-{level}"
+        return storage.join(self.evaluation(model, split), f"metrics{suffix}.json")
 
     def report(self) -> str:
         return self._join("report")
@@ -100,6 +116,12 @@ class WorkDir:
 
 # The fine-tuned rows of the ablation -> their fine-tune's name (models/det-<name>.pt)
 FINETUNES = {"bg-only": "bg", "all-layers": "all-fcB", "oracle": "oracle"}
+
+
+# What `lsda add-categories` and `score-vocab` use unless told: the run's k-NN detector, and
+# the all-layers fine-tune whose offsets it was adapted with.
+DEFAULT_DETECTOR = adapted_stem(knn_name(PipelineConfig.k))
+DEFAULT_BASE = finetune_run(FINETUNES["all-layers"])
 
 
 def ablation_models(k: int) -> dict[str, str]:

@@ -94,10 +94,6 @@ class ExtractConfig:
     min_box: int = 16  # proposals narrower or shorter than this (original pixels) are dropped
     window_size: int = 227  # the network's input; context padding is 16 px at 227, scaled
     fg_iou: float = 0.5
-    # Whose boxes label the training windows: the categories with boxes (set B: the first half
-    # of map_det, the paper's split, or all). Set A's boxes never reach training; the oracle's
-    # windows (`lsda extract --oracle`) are labelled with every category's.
-    set_b: str = "first-half"
     bg_per_image: int = 128  # background windows sampled per training image (all foreground kept)
     window_encoding: str = "raw"  # raw uint8 (exact) or jpeg (compact at 227 px)
     cls_size: int = 256  # classification images are stored resized to cls_size x cls_size
@@ -113,8 +109,6 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.ss_mode not in ("fast", "quality"):
             raise ValueError("ss_mode must be fast or quality")
-        if self.set_b not in ("first-half", "all"):
-            raise ValueError("set_b must be first-half or all")
         if self.shard_order not in ("mixed", "sorted"):
             raise ValueError("shard_order must be mixed or sorted")
         if self.window_encoding not in ("raw", "jpeg"):
@@ -135,26 +129,6 @@ def config_url(spec: str) -> str:
         names = sorted(p.name[:-5] for p in files("configs").iterdir() if p.name.endswith(".yaml"))
         raise FileNotFoundError(f"no config named {spec!r}: use one of {names}, or a path")
     return str(shipped)
-
-
-def load_section(path: str | None, section: str, cls: type, **overrides: Any) -> Any:
-    """One section of a YAML config file as ``cls``, with command-line overrides on top."""
-    values: dict[str, Any] = {}
-    if path:
-        import yaml
-
-        from pipeline.io import storage
-
-        doc = yaml.safe_load(storage.read_text(path)) or {}
-        values = dict(doc.get(section) or {})
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys in [{section}]: {sorted(unknown)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for f in dataclasses.fields(cls):  # YAML lists -> the tuples the dataclass declares
-        if isinstance(values.get(f.name), list):
-            values[f.name] = tuple(values[f.name])
-    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -183,8 +157,6 @@ class TrainConfig:
     bg_per_batch: int = 96
     train_layers: str = "all+fcB"  # see pipeline/model/layers.py: bg, fc6, fc7, fcB, conv, all
     oracle: bool = False  # train-det on windows of every category (the upper bound)
-    set_b: str = "first-half"  # categories with boxes: first-half (paper) | all
-    hold_back: int = 0  # the last N categories without boxes: left out of training entirely
     checkpoint_every: int = 250  # train-det iterations between checkpoints
     workers: int = 2
     gpus: bool = False
@@ -195,8 +167,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError("optimizer must be sgd or adam")
-        if self.set_b not in ("first-half", "all"):
-            raise ValueError("set_b must be first-half or all")
 
 
 @dataclass(frozen=True)
@@ -223,12 +193,98 @@ class ScoringConfig:
 class PipelineConfig:
     """``lsda run``: which detectors make the ablation and how they are scored (``[run]``)."""
 
-    k: int = 5  # neighbours of the k-NN row
-    nms_iou: float = 0.3
-    pre_nms_top: int = 300
-    max_per_class: int = 10
+    k: int = 5  # neighbours of the k-NN row (named knn-<k>)
     eval_split: str = "val2"
     actors: int = 2  # scoring actors
     draw: int = 6  # example images in the report
     bg_only_iterations: int = 0  # 0: as many as train_det.iterations
-    hold_back: int = 0  # categories left out of every stage, for `lsda add-categories` later
+
+
+@dataclass(frozen=True)
+class CategorySplit:
+    """Which categories play which part (``[categories]``), for every stage alike: set B has
+    boxes (the first half of map_det, the paper's split, or all); set A has none, and its boxes
+    never reach training; the last ``hold_back`` of set A are left out of every stage, for
+    ``lsda add-categories`` to bring in later."""
+
+    set_b: str = "first-half"
+    hold_back: int = 0
+
+    def __post_init__(self) -> None:
+        if self.set_b not in ("first-half", "all"):
+            raise ValueError("set_b must be first-half or all")
+        if self.hold_back < 0:
+            raise ValueError("hold_back must be >= 0")
+
+
+@dataclass(frozen=True)
+class PostConfig:
+    """From window scores to detections (``[detect]``): R-CNN's test-time settings."""
+
+    nms_iou: float = 0.3  # per-class NMS
+    pre_nms_top: int = 300  # windows kept per class before NMS
+    max_per_class: int = 10  # detections kept per class and image
+    max_per_image: int = 0  # 0: no limit
+    score_threshold: float = float("-inf")
+
+
+@dataclass(frozen=True)
+class VocabPostConfig:
+    """``score-vocab`` (``[score_vocab]``), LSDA's 7,604-category demo: NMS 0.1 per class, 0.4
+    across classes, score >= 1, at most 100 classes per image."""
+
+    score_threshold: float = 1.0
+    per_class: int = 10  # windows kept per category (and per node) before NMS
+    per_image: int = 5000  # candidates kept per image before NMS
+    class_nms: float = 0.1
+    cross_nms: float = 0.4
+    max_classes: int = 100  # per image, and per hierarchy level
+    chunk: int = 4096  # categories per matrix product
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole config file: one dataclass per YAML section."""
+
+    extract: ExtractConfig = ExtractConfig()
+    categories: CategorySplit = CategorySplit()
+    train_cls: TrainConfig = TrainConfig()
+    train_det: TrainConfig = TrainConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    detect: PostConfig = PostConfig()
+    score_vocab: VocabPostConfig = VocabPostConfig()
+    run: PipelineConfig = PipelineConfig()
+
+
+def _section(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    # YAML lists -> the tuples the dataclasses declare
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def load_config(spec: str | None = None, quick: bool = False) -> RunConfig:
+    """A config file (a shipped name, a path or a URL) read once into a ``RunConfig``; with
+    ``quick``, its ``[quick]`` overrides on top. No file: the defaults."""
+    doc: dict[str, Any] = {}
+    url = config_url(spec) if spec else None
+    if url:
+        import yaml
+
+        from pipeline.io import storage
+
+        doc = yaml.safe_load(storage.read_text(url)) or {}
+    sections = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = set(doc) - set(sections) - {"quick"}
+    if unknown:
+        raise ValueError(f"{url}: unknown sections {sorted(unknown)}; known: {sorted(sections)}")
+    overrides = (doc.get("quick") or {}) if quick else {}
+    defaults = RunConfig()
+    values = {}
+    for name in sections:
+        mine = {**(doc.get(name) or {}), **(overrides.get(name) or {})}
+        cls = type(getattr(defaults, name))
+        values[name] = _section(cls, mine, f"{url} [{name}]") if mine else cls()
+    return RunConfig(**values)

@@ -32,7 +32,6 @@ ROW_KEYS = {
     "map_heldout": (float, type(None)),
     "map_all": (float, type(None)),
 }
-ROW_NAMES = ("classifier", "bg-only", "all-layers", "knn-5", "avg-offset", "oracle")
 
 
 def _check(doc: dict, keys: dict, where: str) -> list[str]:

@@ -86,20 +86,42 @@ def s3_bucket(s3_server) -> str:
     return make_bucket(s3_server)
 
 
-@pytest.fixture(scope="module")
-def ray_local(s3_server):
-    """One local Ray instance (2 CPUs) per test module (modules that build their own cluster
-    need the process free of it), started after the S3 variables are set so that its workers
-    inherit them; shut down by handle."""
+@pytest.fixture(scope="session")
+def _ray_session(s3_server):
+    """Shuts the shared local Ray instance down by handle at the end of the session."""
     import ray
 
-    from pipeline.io.ray_env import start_local_ray
-
-    start_local_ray(num_cpus=2, log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session):
+    """One local Ray instance (2 CPUs) shared by the modules that use it: started on first
+    use, after the S3 variables are set so that its workers inherit them, and again after a
+    module that needed the process free of it (its own cluster) shut it down."""
+    from pipeline.io.ray_env import start_local_ray
+
+    if not _ray_session.is_initialized():
+        start_local_ray(num_cpus=2, log_to_driver=False)
+    return _ray_session
+
+
+def smoke_config() -> str:
+    """The toyworld config with a [quick] section small enough for the test-size world: the
+    whole pipeline in about a minute, for tests of plumbing rather than of learning."""
+    import yaml
+
+    doc = yaml.safe_load(Path(__file__).parents[1].joinpath("configs/toyworld.yaml").read_text())
+    doc["extract"]["shard_size"] = 4
+    doc["quick"] = {
+        "train_cls": {"epochs": 2},
+        "train_det": {"iterations": 20, "checkpoint_every": 10},
+        "run": {"draw": 1},
+    }
+    return yaml.safe_dump(doc)
 
 
 @dataclass

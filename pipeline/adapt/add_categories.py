@@ -26,8 +26,10 @@ from pipeline.io import storage
 from pipeline.io.images import ImageError, decode_rgb
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.nets import CategoryMap, LSDANet
-from pipeline.train.classifier import MODEL_NAME, model_url, shard_params
-from pipeline.train.data import decode_pixels, part_files, to_input
+from pipeline.model.preprocess import to_input
+from pipeline.train.classifier import shard_params
+from pipeline.train.data import decode_pixels
+from pipeline.workdir import DEFAULT_BASE, DEFAULT_DETECTOR, WorkDir
 from schemas.config import ExtractConfig
 
 
@@ -60,9 +62,9 @@ def load_new_images(url: str, cls_size: int, max_pixels: int) -> tuple[dict, lis
 def sample_negatives(work: str, budget: int) -> tuple[np.ndarray, list[str]]:
     """About ``budget`` classification images from evenly spaced cls shards (shards hold
     consecutive synsets, so spacing them spreads the sample over the vocabulary)."""
-    urls = part_files(work, "cls", "cls")
+    urls = WorkDir(work).extract_parts("cls", "cls")
     if not urls:
-        raise FileNotFoundError(f"no classification shards under {work}/extract/cls")
+        raise FileNotFoundError(f"no classification shards under {WorkDir(work).extract('cls')}")
     pixels, wnids = [], []
     for i in np.linspace(0, len(urls) - 1, num=min(len(urls), 64)).round().astype(int):
         t = storage.read_table(urls[i], ["wnid", "size", "pixels"])
@@ -150,7 +152,7 @@ def with_offsets(
     work: str, base: str, cls_model: LSDANet, cls_map: CategoryMap, rows: torch.Tensor, k: int
 ) -> torch.Tensor:
     """``rows`` moved by the mean offset of their k nearest categories with boxes."""
-    det_model, det_map, det_payload = load_model(model_url(work, base))
+    det_model, det_map, det_payload = load_model(WorkDir(work).model(base))
     trained = det_payload["trained"]
     cls_b = with_bias(cls_model.output)[cls_map.rows(trained)]
     det_b = with_bias(det_model.output)[det_map.rows(trained)]
@@ -160,17 +162,18 @@ def with_offsets(
 def run_add_categories(
     work: str,
     images: str,
-    target: str = "detector-knn-5.pt",
+    target: str = DEFAULT_DETECTOR,
     out: str | None = None,
     k: int = 5,
-    base: str = "det-all-fcB.pt",
+    base: str = DEFAULT_BASE,
     negatives: int = 4096,
     steps: int = 300,
 ) -> dict:
     """Add the categories of ``images`` to ``WORK/models/<target>``; writes ``<out>``."""
     t0 = time.time()
-    cls_model, cls_map, cls_payload = load_model(model_url(work, MODEL_NAME))
-    ext = shard_params(part_files(work, "cls", "cls")).get("config", {})
+    wd = WorkDir(work)
+    cls_model, cls_map, cls_payload = load_model(wd.classifier())
+    ext = shard_params(wd.extract_parts("cls", "cls")).get("config", {})
     new_images, refused = load_new_images(
         images,
         ext.get("cls_size", cls_model.input_size),
@@ -184,11 +187,11 @@ def run_add_categories(
     t_rows = time.time() - t0
     if k > 0:
         rows = with_offsets(work, base, cls_model, cls_map, rows, k)
-    model, categories, payload = load_model(model_url(work, target))
+    model, categories, payload = load_model(wd.model(target))
     known = set(categories.wnids)
     model, categories = append_rows(model, categories, wnids, rows)
     payload["added"] = sorted(set(payload.get("added", [])) | set(wnids))
-    out_url = model_url(work, out or target)
+    out_url = wd.model(out or target)
     extra = {key: v for key, v in payload.items() if key not in ("model", "state_dict", "wnids")}
     save_model(out_url, model, payload["model"], categories, **extra)
     seconds = time.time() - t0

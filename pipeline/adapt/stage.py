@@ -8,7 +8,7 @@ import pyarrow as pa
 from pipeline.adapt.rows import adapt_rows, apply_rows, with_bias
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
-from pipeline.train.classifier import MODEL_NAME, model_url
+from pipeline.workdir import AVG_OFFSET, WorkDir, finetune_run, knn_name
 
 NEIGHBOUR_SCHEMA = pa.schema(
     [
@@ -21,20 +21,21 @@ NEIGHBOUR_SCHEMA = pa.schema(
 
 
 def default_name(k: int, num_b: int) -> str:
-    return "avg-offset" if k >= num_b else f"knn-{k}" if k > 0 else "no-adapt"
+    return AVG_OFFSET if k >= num_b else knn_name(k) if k > 0 else "no-adapt"
 
 
 def run_adapt(
     work: str, det: str, k: int, name: str | None = None, overwrite: bool = False
 ) -> dict:
     """Adapt ``det-<det>.pt`` with k-NN offsets; writes ``detector-<name>.pt``."""
-    cls_model, categories, _ = load_model(model_url(work, MODEL_NAME))
-    det_model, det_categories, payload = load_model(model_url(work, f"det-{det}.pt"))
+    wd = WorkDir(work)
+    cls_model, categories, _ = load_model(wd.classifier())
+    det_model, det_categories, payload = load_model(wd.finetuned(det))
     if det_categories != categories:
-        raise ValueError(f"det-{det}.pt and cls.pt have different category maps")
+        raise ValueError(f"{wd.finetuned(det)} and {wd.classifier()} have other category maps")
     trained = payload["trained"]
     name = name or default_name(k, len(trained))
-    out = model_url(work, f"detector-{name}.pt")
+    out = wd.adapted(name)
     if storage.exists(out) and not overwrite:
         return {"model": out, "skipped": True}
     b_rows = categories.rows(trained)
@@ -52,7 +53,7 @@ def run_adapt(
         kind="detector",
         k=k,
         name=name,
-        base=f"det-{det}",
+        base=finetune_run(det),
         **keep,
     )
     table = pa.Table.from_pylist(
@@ -67,5 +68,5 @@ def run_adapt(
         ],
         schema=NEIGHBOUR_SCHEMA,
     )
-    storage.write_table(storage.join(work, "adapt", name, "neighbours.parquet"), table)
+    storage.write_table(wd.neighbours(name), table)
     return {"model": out, "name": name, "k": k, "adapted": len(a_rows), "set_b": len(b_rows)}

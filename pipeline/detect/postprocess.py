@@ -6,19 +6,10 @@ torchvision's NMS expects, with the same IoU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torchvision.ops import batched_nms, nms
 
-
-@dataclass(frozen=True)
-class PostConfig:
-    nms_iou: float = 0.3  # per-class NMS (R-CNN's test-time setting)
-    pre_nms_top: int = 300  # windows kept per class before NMS
-    max_per_class: int = 10  # detections kept per class and image
-    max_per_image: int = 0  # 0: no limit
-    score_threshold: float = float("-inf")
+from schemas.config import PostConfig
 
 
 def background_scores(logits: torch.Tensor, background_row: int) -> torch.Tensor:

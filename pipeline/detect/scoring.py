@@ -15,13 +15,13 @@ import hashlib
 import numpy as np
 import torch
 
-from pipeline.detect.postprocess import PostConfig, background_scores, detections
+from pipeline.detect.postprocess import background_scores, detections
 from pipeline.detect.warp_torch import warp_windows_torch
 from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.model.checkpoints import load_model
 from pipeline.model.nets import CategoryMap, LSDANet
-from pipeline.train.data import normalise
-from schemas.config import ScoringConfig
+from pipeline.model.preprocess import normalise
+from schemas.config import PostConfig, ScoringConfig
 
 CPU_BATCH, GPU_BATCH = 512, 2048  # windows per forward pass
 

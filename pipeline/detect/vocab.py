@@ -19,20 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.detect.postprocess import first_per_class, nms_per_group, to_continuous
-
-
-@dataclass(frozen=True)
-class VocabPostConfig:
-    """LSDA's 7,604-category demo: NMS 0.1 per class, 0.4 across classes, score >= 1,
-    at most 100 classes per image."""
-
-    score_threshold: float = 1.0
-    per_class: int = 10  # windows kept per category (and per node) before NMS
-    per_image: int = 5000  # candidates kept per image before NMS
-    class_nms: float = 0.1
-    cross_nms: float = 0.4
-    max_classes: int = 100  # per image, and per hierarchy level
-    chunk: int = 4096  # categories per matrix product
+from schemas.config import VocabPostConfig
 
 
 @dataclass

@@ -16,21 +16,15 @@ import cv2
 import torch
 
 from pipeline.data.hierarchy import read_hierarchy
+from pipeline.detect.fanout import image_and_boxes, score_images
+from pipeline.detect.outputs import add_rows, finished, new_rows, write_detections
 from pipeline.detect.scoring import WindowFeeder
-from pipeline.detect.stage import (
-    add_rows,
-    finished,
-    image_and_boxes,
-    new_rows,
-    out_dir,
-    score_images,
-    write_detections,
-)
-from pipeline.detect.vocab import VocabPostConfig, VocabScorer
+from pipeline.detect.vocab import VocabScorer
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, load_payload
 from pipeline.model.nets import CategoryMap
-from schemas.config import ExtractConfig, ScoringConfig
+from pipeline.workdir import WorkDir
+from schemas.config import ExtractConfig, ScoringConfig, VocabPostConfig
 
 
 def hierarchy_nodes(data: str, wnids: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
@@ -123,7 +117,8 @@ def run_score_vocab(
     table, n_images = score_images(work, split, images, VocabActor, kwargs, actors, scoring.gpus)
     vocabulary = [{"id": i + 1, "wnid": w} for i, w in enumerate([*categories.wnids, *nodes])]
     storage.write_text(
-        storage.join(out_dir(work, name, split), "vocabulary.json"), json.dumps(vocabulary)
+        storage.join(WorkDir(work).detections(name, split), "vocabulary.json"),
+        json.dumps(vocabulary),
     )
     summary = write_detections(work, [name], split, table, images, n_images, draw)[name]
     return {

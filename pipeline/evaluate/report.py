@@ -18,10 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.data.categories import read_categories  # noqa: E402
-from pipeline.detect.stage import draw_detections, ds_urls, out_dir  # noqa: E402
+from pipeline.detect.draw import draw_detections  # noqa: E402
+from pipeline.detect.outputs import ds_urls  # noqa: E402
 from pipeline.evaluate.devkit import ERROR_TYPES  # noqa: E402
 from pipeline.io import storage  # noqa: E402
-from pipeline.train.classifier import model_url  # noqa: E402
+from pipeline.workdir import FINETUNES, WorkDir, knn_name  # noqa: E402
 from schemas.config import PipelineConfig, to_dict  # noqa: E402
 from schemas.metrics import validate_report  # noqa: E402
 
@@ -52,11 +53,12 @@ def html_table(header: list[str], rows: list[list]) -> str:
 def ablation_table(rows: list[dict], split: str) -> str:
     """The rows with links to each detector's detections (COCO-style JSON) and metrics."""
     out = []
+    work = WorkDir("..")  # links relative to WORK/report
     for r in rows:
         name = r["name"]
         links = (
-            f'<a href="../detect/{name}/{split}/detections.json">detections</a> · '
-            f'<a href="../evaluate/{name}/{split}/metrics.json">metrics</a>'
+            f'<a href="{work.detection_coco(name, split)}">detections</a> · '
+            f'<a href="{work.metrics(name, split)}">metrics</a>'
         )
         cells = [_pct(r[k]) for k in ("map_heldout", "map_trained", "map_all")]
         out.append(
@@ -68,11 +70,11 @@ def ablation_table(rows: list[dict], split: str) -> str:
     return f"<table><thead>{head}</thead><tbody>{''.join(out)}</tbody></table>"
 
 
-def category_table(metrics: dict[str, dict]) -> str:
+def category_table(metrics: dict[str, dict], key_row: str) -> str:
     """AP (%) of every category for every row, held-out categories first, then trained; each
-    group sorted by the k-NN row's AP (the first row's when there is none), best first."""
+    group sorted by ``key_row``'s AP (the first row's when it is missing), best first."""
     names = list(metrics)
-    key_row = "knn-5" if "knn-5" in metrics else names[0]
+    key_row = key_row if key_row in metrics else names[0]
     per_row = {n: {c["wnid"]: c for c in metrics[n]["categories"]} for n in names}
     cats = list(per_row[key_row].values())
     order = {"A": 0, "B": 1}
@@ -144,24 +146,22 @@ def ap_chart(doc: dict, url: str) -> None:
     _save_png(fig, url)
 
 
-TRAINED_MODELS = {"bg-only": "det-bg.pt", "all-layers": "det-all-fcB.pt", "oracle": "det-oracle.pt"}
-
-
 def curves_chart(work: str, url: str) -> None:
     """The training curves the checkpoints carried: the classifier's held-out accuracy and loss
     per epoch, each fine-tune's loss per reporting interval (did training converge?)."""
     from pipeline.model.checkpoints import load_payload
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
-    cls = load_payload(model_url(work, "cls.pt")).get("history", [])
+    wd = WorkDir(work)
+    cls = load_payload(wd.classifier()).get("history", [])
     epochs = [h["epoch"] for h in cls]
     left.plot(epochs, [h["holdout_accuracy"] for h in cls], "o-", label="held-out accuracy")
     left.plot(epochs, [h["loss"] for h in cls], "s--", label="training loss")
     left.set_xlabel("epoch")
     left.set_title("classifier (train-cls)")
     left.legend(fontsize=8)
-    for row, name in TRAINED_MODELS.items():
-        url_model = model_url(work, name)
+    for row, name in FINETUNES.items():
+        url_model = wd.finetuned(name)
         if storage.exists(url_model):
             h = load_payload(url_model).get("history", [])
             right.plot([x["iteration"] for x in h], [x["loss"] for x in h], "o-", label=row)
@@ -172,8 +172,11 @@ def curves_chart(work: str, url: str) -> None:
     _save_png(fig, url)
 
 
-def _examples(data: str, work: str, split: str, heldout: set[str], limit: int) -> list[str]:
-    table = storage.read_table(storage.join(out_dir(work, "knn-5", split), "detections.parquet"))
+def _examples(
+    data: str, work: str, row: str, split: str, heldout: set[str], limit: int
+) -> list[str]:
+    """``row``'s best detections of held-out categories drawn on up to ``limit`` images."""
+    table = storage.read_table(WorkDir(work).detection_table(row, split))
     rows = [r for r in table.to_pylist() if r["wnid"] in heldout and r["score"] > 0]
     if not rows:
         return []
@@ -183,9 +186,7 @@ def _examples(data: str, work: str, split: str, heldout: set[str], limit: int) -
     best = sorted(rows, key=lambda r: -r["score"])
     chosen = list(dict.fromkeys(r["image_id"] for r in best))[:limit]
     picked = pa.Table.from_pylist([r for r in rows if r["image_id"] in chosen], schema=table.schema)
-    return draw_detections(
-        work, "knn-5", split, picked, ds_urls(work, split, None), limit, names=names
-    )
+    return draw_detections(work, row, split, picked, ds_urls(work, split, None), limit, names=names)
 
 
 def _img(url: str) -> str:
@@ -219,17 +220,18 @@ def write_report(
     problems = validate_report(doc)
     if problems:
         raise RuntimeError(f"report metrics.json would not fit its schema: {problems}")
-    rdir = storage.join(work, "report")
+    rdir = WorkDir(work).report()
+    knn = knn_name(run_cfg.k)
     storage.write_text(storage.join(rdir, "metrics.json"), json.dumps(doc, indent=1))
     relative_chart(rows, storage.join(rdir, "relative.png"))
     error_chart(
         metrics,
-        [n for n in ("classifier", "knn-5") if n in metrics],
+        [n for n in ("classifier", knn) if n in metrics],
         storage.join(rdir, "errors.png"),
     )
     curves_chart(work, storage.join(rdir, "curves.png"))
     heldout = {c["wnid"] for c in next(iter(metrics.values()))["categories"] if c["set"] == "A"}
-    examples = _examples(data, work, run_cfg.eval_split, heldout, run_cfg.draw)
+    examples = _examples(data, work, knn, run_cfg.eval_split, heldout, run_cfg.draw)
     table = format_table(rows)
     split = run_cfg.eval_split
     timing_rows = [[stage, f"{s:.1f}"] for stage, s in timings.items()]
@@ -246,7 +248,7 @@ without boxes (set A); trained: set B. All numbers: <a href="metrics.json">metri
 <h2>Training curves</h2>{_img(storage.join(rdir, "curves.png"))}
 <h2>Example detections of held-out categories (k-NN adapted detector)</h2>
 {"".join(_img(u) for u in examples)}
-<h2>AP per category (%)</h2>{category_table(metrics)}
+<h2>AP per category (%)</h2>{category_table(metrics, knn)}
 <h2>Time per stage (s)</h2>{html_table(["stage", "seconds"], timing_rows)}
 </body></html>"""
     storage.write_text(storage.join(rdir, "index.html"), page)

@@ -11,10 +11,10 @@ import numpy as np
 from pipeline.data.categories import read_categories
 from pipeline.data.det_reader import read_det_split
 from pipeline.data.hierarchy import read_hierarchy
-from pipeline.detect.stage import out_dir
 from pipeline.evaluate.devkit import evaluate_detections, false_positive_types, mean_ap
 from pipeline.evaluate.report import ap_chart, error_chart
 from pipeline.io import storage
+from pipeline.workdir import WorkDir
 from schemas.metrics import validate_detector_metrics
 from schemas.records import DataError
 
@@ -29,7 +29,7 @@ def ground_truth(data: str, split: str) -> dict[str, dict[str, np.ndarray]]:
 
 
 def load_detections(work: str, name: str, split: str, images: set[str]):
-    table = storage.read_table(storage.join(out_dir(work, name, split), "detections.parquet"))
+    table = storage.read_table(WorkDir(work).detection_table(name, split))
     cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     grouped: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for i in range(table.num_rows):
@@ -120,9 +120,9 @@ def run_evaluate(
     problems = validate_detector_metrics(doc)
     if problems:
         raise RuntimeError(f"metrics.json would not fit its schema: {problems}")
-    out = storage.join(work, "evaluate", name, split)
-    suffix = "" if level == "category" else f"-{level}"
-    storage.write_text(storage.join(out, f"metrics{suffix}.json"), json.dumps(doc, indent=1))
+    wd = WorkDir(work)
+    out, suffix = wd.evaluation(name, split), "" if level == "category" else f"-{level}"
+    storage.write_text(wd.metrics(name, split, level), json.dumps(doc, indent=1))
     ap_chart(doc, storage.join(out, f"ap{suffix}.png"))
     if doc["errors_heldout"]:
         error_chart({name: doc}, [name], storage.join(out, f"errors{suffix}.png"))

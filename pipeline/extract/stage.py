@@ -24,8 +24,9 @@ from pipeline.data.det_reader import read_det_split
 from pipeline.extract import shard
 from pipeline.io import storage
 from pipeline.io.ray_env import ensure_ray, remote_args
+from pipeline.workdir import WorkDir, labelled_split
 from schemas.arrow import MANIFEST_SCHEMA
-from schemas.config import ExtractConfig, to_dict
+from schemas.config import CategorySplit, ExtractConfig, to_dict
 from schemas.records import Problem
 
 # 2: training splits are sharded in a seeded cross-class order (``mixed_order``), not by name.
@@ -33,20 +34,10 @@ from schemas.records import Problem
 #    proposal shards no longer carry the ground truth.
 EXTRACT_VERSION = 3
 TRAINING_SPLITS = ("det-train", "val1")
-ORACLE_SUFFIX = "-oracle"  # WORK/extract/<split>-oracle: windows labelled with every box
 
 
 class StaleWorkDir(RuntimeError):
     """The work dir holds an extraction made with other settings or other inputs."""
-
-
-def split_dir(work: str, split: str) -> str:
-    return storage.join(work, "extract", split)
-
-
-def labelled_split(split: str, oracle: bool) -> str:
-    """The folder of ``split``'s windows: labelled by set B's boxes, or every box (oracle)."""
-    return split + ORACLE_SUFFIX if oracle else split
 
 
 def only_boxes_of(items: list[dict], wnids: list[str]) -> list[dict]:
@@ -137,9 +128,9 @@ def _params(
     }
 
 
-def extraction_params(work: str, split: str) -> dict | None:
-    """``params.json`` of ``split`` (a folder under ``WORK/extract``), or None if not extracted."""
-    url = storage.join(split_dir(work, split), "params.json")
+def extraction_params(work: str, split: str, oracle: bool = False) -> dict | None:
+    """``params.json`` of ``split``'s extraction, or None if it was not extracted."""
+    url = storage.join(WorkDir(work).extract(split, oracle), "params.json")
     return json.loads(storage.read_text(url)) if storage.exists(url) else None
 
 
@@ -249,9 +240,10 @@ def run_extract(
     overwrite: bool = False,
     progress: bool = True,
     oracle: bool = False,
+    sets: CategorySplit = CategorySplit(),
 ) -> dict:
     """Extract one split; returns the summary (also written to ``summary.json``). Windows are
-    labelled with set B's boxes (``cfg.set_b``), or with every box under ``<split>-oracle``."""
+    labelled with set B's boxes (``sets``), or with every box under ``<split>-oracle``."""
     t0 = time.time()
     windows = split in TRAINING_SPLITS if windows is None else windows
     if oracle and not windows:
@@ -259,13 +251,13 @@ def run_extract(
     items, problems = load_inputs(data, split)
     boxes_of: list[str] | str = "all"
     if windows and not oracle:  # set A's boxes stop here: no later stage can read them
-        boxes_of = set_b(data, cfg)
+        boxes_of = set_b(data, sets)
         items = only_boxes_of(items, boxes_of)
     if split == "det-train":
         items = cap_per_class(items, cfg.train_images_per_class)
     if (windows or split == "cls") and cfg.shard_order == "mixed":
         items = mixed_order(items, cfg.seed)
-    sdir = split_dir(work, labelled_split(split, oracle))
+    sdir = WorkDir(work).extract(split, oracle)
     params = _params(split, cfg, windows, items, boxes_of)
     _check_params(sdir, params, overwrite)
     shards = {

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import socket
+import time
 
 from pipeline.io.storage import ENDPOINT_VARS
 
@@ -16,6 +20,16 @@ FORWARDED_VARS = ENDPOINT_VARS
 # training worker a second time through the root logger (our progress lines showed twice).
 QUIET_DEFAULTS = {"RAY_DATA_LOG_LEVEL": "WARNING", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
+START_ATTEMPTS = 3  # a loaded machine can miss Ray's fixed 30 s node start-up wait once
+
+# Worker output that is Ray's own business: its C++ core's log lines (e.g. core_worker.cc
+# warning about Ray Train's PreemptionWatcher on every fit) stay in the session's log files.
+RAY_INTERNAL_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+\.cc:\d+: ")
+
+
+class RayStartError(RuntimeError):
+    """Ray could not be started or joined."""
+
 
 def quiet_ray_defaults() -> None:
     """Set QUIET_DEFAULTS where unset; call before ``ray.data`` is first imported."""
@@ -28,25 +42,75 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in (*FORWARDED_VARS, *QUIET_DEFAULTS) if os.environ.get(k)}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
-    """A local Ray instance bound to 127.0.0.1 only (tests, benchmarks, laptops)."""
+    """A local Ray instance bound to 127.0.0.1 only (tests, benchmarks, laptops), retried on a
+    slow start. Its workers find it by address: with another local instance on the machine,
+    Ray's own look-ups (Ray Train's placement-group cleaner) would otherwise fail with "found
+    multiple active Ray instances"."""
     import ray
 
-    env = worker_env()
-    ray.init(
-        num_cpus=num_cpus,
-        # The dashboard serves the State API that Ray Train's placement-group cleaner polls
-        # (without it, a warning every few seconds); on loopback only, it costs no start time.
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": env} if env else None,
-        log_to_driver=log_to_driver,
+    # A new local instance enables token authentication by default (as it should) and warns
+    # that it did on every start: a line of Ray's on our console, not the user's business.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
     )
+    last: Exception | None = None
+    for attempt in range(START_ATTEMPTS):
+        port = _free_port()  # the dashboard serves the State API: ours, by address
+        env = {**worker_env(), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                # The dashboard serves the State API that Ray Train's placement-group cleaner
+                # polls (without it, a warning every few seconds); on loopback only.
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=port,
+                _node_ip_address="127.0.0.1",
+                runtime_env={"env_vars": env},
+                log_to_driver=log_to_driver,
+                logging_level=logging.WARNING,  # not "Started a local Ray instance"
+            )
+            break
+        except Exception as exc:  # Ray raises bare Exception on a start-up timeout
+            last = exc
+            ray.shutdown()  # stops what this attempt started, by handle
+            time.sleep(2 * (attempt + 1))
+    else:
+        raise RayStartError(
+            f"Ray did not start in {START_ATTEMPTS} tries ({last}); the machine may be "
+            "overloaded: retry, or start Ray with `ray start --head` and pass its address "
+            "in RAY_ADDRESS"
+        ) from last
+    if log_to_driver:
+        _filter_worker_output()
+
+
+def _filter_worker_output() -> None:
+    """Workers' output on the console without Ray's internal log lines; our own progress
+    lines (stdout) without the ``(RayTrainWorker pid=...)`` prefix."""
+    from ray._private import worker as ray_worker
+
+    dispatcher = ray_worker.global_worker_stdstream_dispatcher
+
+    def handler(data: dict) -> None:
+        lines = [x for x in data["lines"] if not RAY_INTERNAL_LINE.match(x)]
+        if lines:
+            ray_worker.print_to_stdstream({**data, "lines": lines}, not data["is_err"])
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", handler)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local instance."""
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local instance; once
+    per process, so that ``lsda run`` starts Ray once for all its stages."""
     import ray
 
     if ray.is_initialized():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-BACKGROUND = "__background__"
+from schemas.arrow import BACKGROUND  # the label of background windows in the shards
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,12 @@ from pipeline.data.category_sets import held_back
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_state_dict, save_model
 from pipeline.model.nets import CategoryMap, get_model, load_imagenet_weights
+from pipeline.model.preprocess import to_input
 from pipeline.train import trainer
-from pipeline.train.data import CLS_READER, held_out, part_files, to_input, worker_batch
+from pipeline.train.data import CLS_READER, held_out, worker_batch
 from pipeline.train.stream import ShardStream
-from schemas.config import ExtractConfig, TrainConfig, to_dict
-
-MODEL_NAME = "cls.pt"
-
-
-def model_url(work: str, name: str) -> str:
-    return storage.join(work, "models", name)
+from pipeline.workdir import CLASSIFIER, WorkDir
+from schemas.config import CategorySplit, ExtractConfig, TrainConfig, to_dict
 
 
 def shard_params(urls: list[str]) -> dict:
@@ -155,19 +151,26 @@ def cls_loop(config: dict) -> None:
         trainer.maybe_fail(cfg, epoch + 1, start)
 
 
-def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = False) -> dict:
+def run_train_cls(
+    data: str,
+    work: str,
+    cfg: TrainConfig,
+    overwrite: bool = False,
+    sets: CategorySplit = CategorySplit(),
+) -> dict:
     from ray.train.torch import TorchTrainer
 
     work = storage.absolute(work)  # the URLs below go to Train workers
-    out = model_url(work, MODEL_NAME)
+    wd = WorkDir(work)
+    out = wd.classifier()
     if storage.exists(out) and not overwrite:
         return {"model": out, "skipped": True}
     if overwrite:
-        trainer.discard_run(work, "cls")
-    urls = part_files(work, "cls", "cls")
+        trainer.discard_run(work, CLASSIFIER)
+    urls = wd.extract_parts("cls", "cls")
     if not urls:
         raise FileNotFoundError(
-            f"no classification shards under {work}/extract/cls: run "
+            f"no classification shards under {wd.extract('cls')}: run "
             "`lsda extract --split cls` first"
         )
     params = shard_params(urls)
@@ -185,7 +188,7 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
             f"classification shards are {ext.cls_size} px; {cfg.model} needs >= {size}"
         )
     categories, n_train = classification_categories(
-        data, urls, held_back(data, cfg), cfg.holdout_every
+        data, urls, held_back(data, sets), cfg.holdout_every
     )
     if n_train < cfg.workers:
         raise ValueError(f"{n_train} training images for {cfg.workers} workers")
@@ -209,7 +212,7 @@ def run_train_cls(data: str, work: str, cfg: TrainConfig, overwrite: bool = Fals
         cls_loop,
         train_loop_config=config,
         scaling_config=trainer.scaling_config(cfg),
-        run_config=trainer.run_config(work, "cls", cfg.max_failures),
+        run_config=trainer.run_config(work, CLASSIFIER, cfg.max_failures),
     ).fit()
     state = trainer.final_state(result)
     model = get_model(cfg.model, categories.num_categories)

@@ -13,17 +13,10 @@ import zlib
 
 import cv2
 import numpy as np
-import torch
 
 from pipeline.io import storage
 from pipeline.train.stream import RowReader
 from schemas.arrow import BACKGROUND
-
-PIXEL_SCALE = 64.0  # (x - mean) / 64 puts uint8 images in roughly [-2, 2]
-
-
-def part_files(work: str, split: str, output: str) -> list[str]:
-    return storage.find(storage.join(work, "extract", split, output), (".parquet",))
 
 
 def read_parquet(urls: list[str], columns: list[str]):
@@ -99,36 +92,4 @@ def worker_batch(global_size: int, world: int, what: str = "batch_size") -> int:
     return global_size // world
 
 
-def to_input(
-    images: torch.Tensor, size: int, mean, train: bool, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, size, size): crop (random or centre), mirror.
-
-    Runs on ``images``' device; the random draws come from ``generator`` (CPU) and only their
-    offsets and mask move, so a seed gives the same crops on CPU and GPU."""
-    b, h, w, _ = images.shape
-    if h > size or w > size:
-        if train:
-            oy = torch.randint(0, h - size + 1, (b,), generator=generator)
-            ox = torch.randint(0, w - size + 1, (b,), generator=generator)
-            oy, ox = oy.tolist(), ox.tolist()
-            images = torch.stack(
-                [images[i, oy[i] : oy[i] + size, ox[i] : ox[i] + size] for i in range(b)]
-            )
-        else:
-            oy, ox = (h - size) // 2, (w - size) // 2
-            images = images[:, oy : oy + size, ox : ox + size]
-    x = images.permute(0, 3, 1, 2).float()
-    if train:
-        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
-        x = torch.where(flip, x.flip(3), x)
-    return normalise(x, mean)
-
-
-def normalise(pixels: torch.Tensor, mean) -> torch.Tensor:
-    """float (B, 3, H, W) pixel values -> the network's input, on ``pixels``' device."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-    return (pixels - mean_t) / PIXEL_SCALE
-
-
-__all__ = ["BACKGROUND", "cls_arrays", "window_arrays", "to_input", "normalise", "part_files"]
+__all__ = ["BACKGROUND", "cls_arrays", "window_arrays"]

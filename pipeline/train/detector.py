@@ -22,16 +22,18 @@ import torch.nn.functional as F
 
 from pipeline.data.categories import read_categories
 from pipeline.data.category_sets import held_back, set_b
-from pipeline.extract.stage import TRAINING_SPLITS, extraction_params, labelled_split
+from pipeline.extract.stage import TRAINING_SPLITS, extraction_params
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.layers import configure_trainable, parse_layers
+from pipeline.model.preprocess import to_input
 from pipeline.train import trainer
-from pipeline.train.classifier import MODEL_NAME, model_url, shard_params
-from pipeline.train.data import WINDOW_READER, part_files, to_input, worker_batch
+from pipeline.train.classifier import shard_params
+from pipeline.train.data import WINDOW_READER, worker_batch
 from pipeline.train.stream import ShardStream, split_minibatches
+from pipeline.workdir import WorkDir, finetune_run
 from schemas.arrow import BACKGROUND
-from schemas.config import TrainConfig, to_dict
+from schemas.config import CategorySplit, TrainConfig, to_dict
 
 
 def default_name(cfg: TrainConfig) -> str:
@@ -149,15 +151,16 @@ def det_loop(config: dict) -> None:
     stream.close()
 
 
-def _check_labelling(work: str, splits: list[str], wanted, cfg: TrainConfig) -> None:
+def _check_labelling(work: str, wanted, cfg: TrainConfig, sets: CategorySplit) -> None:
     """The windows must be labelled with the boxes this training may see: set B's, or every
     box for the oracle (set at extraction, where annotations enter; ``params.json``)."""
-    for split in splits:
-        got = (extraction_params(work, split) or {}).get("boxes_of")
+    for split in TRAINING_SPLITS:
+        got = (extraction_params(work, split, cfg.oracle) or {}).get("boxes_of")
         if got != wanted:
+            where = WorkDir(work).extract(split, cfg.oracle)
             raise ValueError(
-                f"{work}/extract/{split}: windows labelled with the boxes of {_describe(got)}, "
-                f"but this fine-tune (set_b={cfg.set_b}, oracle={cfg.oracle}) needs "
+                f"{where}: windows labelled with the boxes of {_describe(got)}, "
+                f"but this fine-tune (set_b={sets.set_b}, oracle={cfg.oracle}) needs "
                 f"{_describe(wanted)}; "
                 "extract the training splits again with the same set_b"
             )
@@ -168,24 +171,30 @@ def _describe(boxes_of) -> str:
 
 
 def run_train_det(
-    data: str, work: str, cfg: TrainConfig, name: str | None = None, overwrite: bool = False
+    data: str,
+    work: str,
+    cfg: TrainConfig,
+    name: str | None = None,
+    overwrite: bool = False,
+    sets: CategorySplit = CategorySplit(),
 ) -> dict:
     from ray.train.torch import TorchTrainer
 
     work = storage.absolute(work)  # the URLs below go to Train workers
     name = name or default_name(cfg)
-    out = model_url(work, f"det-{name}.pt")
+    wd = WorkDir(work)
+    out = wd.finetuned(name)
     if storage.exists(out) and not overwrite:
         return {"model": out, "skipped": True}
     if overwrite:
-        trainer.discard_run(work, f"det-{name}")
-    cls_url = model_url(work, MODEL_NAME)
+        trainer.discard_run(work, finetune_run(name))
+    cls_url = wd.classifier()
     _, categories, payload = load_model(cls_url)
-    splits = [labelled_split(s, cfg.oracle) for s in TRAINING_SPLITS]
-    urls = [u for s in splits for u in part_files(work, s, "windows")]
+    urls = [u for s in TRAINING_SPLITS for u in wd.extract_parts(s, "windows", cfg.oracle)]
     if not urls:
+        splits = ", ".join(wd.extract(s, cfg.oracle) for s in TRAINING_SPLITS)
         raise FileNotFoundError(
-            f"no window shards under {work}/extract/{{{','.join(splits)}}}: run `lsda extract` "
+            f"no window shards under {splits}: run `lsda extract` "
             f"on the training splits first{' with --oracle' if cfg.oracle else ''}"
         )
     size = payload["input_size"]
@@ -193,12 +202,12 @@ def run_train_det(
     if window_size != size:
         raise ValueError(f"window shards are {window_size} px but {payload['model']} takes {size}")
     counts = _label_counts(urls)
-    excluded = set(held_back(data, cfg))
+    excluded = set(held_back(data, sets))
     unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND} - excluded)
     if unknown:
         raise ValueError(f"{cls_url}: its category map lacks window labels {unknown[:10]}")
-    b = set_b(data, cfg)
-    _check_labelling(work, splits, "all" if cfg.oracle else b, cfg)
+    b = set_b(data, sets)
+    _check_labelling(work, "all" if cfg.oracle else b, cfg, sets)
     det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
     trained = det if cfg.oracle else b
     empty = [w for w in trained if counts[w] == 0]
@@ -227,7 +236,7 @@ def run_train_det(
         det_loop,
         train_loop_config=config,
         scaling_config=trainer.scaling_config(cfg),
-        run_config=trainer.run_config(work, f"det-{name}", cfg.max_failures),
+        run_config=trainer.run_config(work, finetune_run(name), cfg.max_failures),
     ).fit()
     state = trainer.final_state(result)
     model, _, _ = load_model(cls_url)

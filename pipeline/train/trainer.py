@@ -15,6 +15,7 @@ import torch
 
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer
+from pipeline.workdir import WorkDir
 from schemas.config import TrainConfig
 
 
@@ -22,7 +23,7 @@ def run_config(work: str, name: str, max_failures: int):
     import pyarrow.fs
     import ray.train
 
-    url = storage.join(work, "train")
+    url = WorkDir(work).train_runs()
     fs, path = storage.get_fs(url)
     if url.startswith("s3://"):
         pa_fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
@@ -54,7 +55,7 @@ def start_ray_for_training() -> None:
 
 def discard_run(work: str, name: str) -> None:
     """Forget a run's checkpoints, so that the next fit starts over instead of resuming."""
-    fs, path = storage.get_fs(storage.join(work, "train", name))
+    fs, path = storage.get_fs(WorkDir(work).train_run(name))
     if fs.exists(path):
         fs.rm(path, recursive=True)
 

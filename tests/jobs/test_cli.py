@@ -69,16 +69,19 @@ def test_local_paths_become_absolute_urls_stay(monkeypatch, tmp_path):
     )
 
 
-def test_a_user_error_is_one_line_and_exit_code_2(tmp_path, capsys):
+def test_a_user_error_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch):
     """No map_det.txt: the message names the file, no traceback, and Ray never starts."""
     import ray
 
+    def no_ray():
+        raise AssertionError("a stage reached Ray before the input was checked")
+
+    monkeypatch.setattr(ray, "is_initialized", no_ray)  # every stage asks first (ensure_ray)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["run", "--data", str(empty), "--work", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "map_det.txt" in err[0] and err[0].startswith("lsda run: error:")
-    assert not ray.is_initialized()
     assert main(["run", "--data", str(empty), "--work", "w", "--config", "nosuch"]) == 2
     assert "no config named 'nosuch'" in capsys.readouterr().err
 
@@ -114,3 +117,21 @@ def test_an_installed_lsda_works_from_any_directory(tmp_path, tiny_world):
     failed = lsda("run", "--data", str(elsewhere), "--work", str(tmp_path / "w"))
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert failed.stderr.count("\n") == 1 and "map_det.txt" in failed.stderr
+
+
+def test_every_stage_takes_a_config():
+    """The stages that read settings take ``--config`` (a name or a path) and one flag per
+    field of the sections they use."""
+    import argparse
+    import importlib
+
+    from jobs.cli import STAGES
+
+    skip = {"toyworld", "check-data", "submit", "jobs"}  # no settings of a config file
+    for name, module in STAGES.items():
+        if name in skip:
+            continue
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module).add_arguments(parser)
+        flags = {a for action in parser._actions for a in action.option_strings}
+        assert "--config" in flags, name

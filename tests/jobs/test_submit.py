@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.data.det_reader import read_det_split
 from pipeline.io import storage
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 from schemas.metrics import validate_report
-from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket
+from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket, smoke_config
 from tests.s3_faults import FaultyS3
 
 pytestmark = pytest.mark.slow
@@ -34,18 +33,6 @@ def lsda(head, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 def submit(head, *command: str) -> subprocess.CompletedProcess:
     return lsda(head, "submit", "--address", head.address, "--", *command)
-
-
-def smoke_config() -> str:
-    """configs/toyworld.yaml with a [quick] section small enough for a test world."""
-    doc = yaml.safe_load((ROOT / "configs/toyworld.yaml").read_text())
-    doc["extract"]["shard_size"] = 4
-    doc["quick"] = {
-        "train_cls": {"epochs": 2},
-        "train_det": {"iterations": 20, "checkpoint_every": 10},
-        "run": {"draw": 1},
-    }
-    return yaml.safe_dump(doc)
 
 
 def _status_when(head, job_id: str, wanted: tuple, timeout_s: float = 300):

@@ -8,14 +8,16 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.extract.stage import run_extract, split_dir
+from pipeline.extract.stage import run_extract
 from pipeline.toyworld.generate import generate
-from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
+from pipeline.workdir import WorkDir
+from schemas.config import load_config, toyworld_config
 
 pytestmark = pytest.mark.slow
 # No node_ip_address: given 127.0.0.1, Ray 2.60's nodes still advertise the host's address
@@ -29,6 +31,7 @@ def cluster(s3_server):
     import ray
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()  # the process joins this cluster, not the tests' shared local instance
     c = Cluster(
         initialize_head=True,
         head_node_args={**NODE, "dashboard_host": "127.0.0.1", "include_dashboard": True},
@@ -102,14 +105,14 @@ def _nodes_so_far(sdir: str) -> set[str]:
 
 def test_extraction_spreads_over_nodes_and_survives_losing_one(cluster, world, tmp_path):
     c, workers = cluster
-    cfg = load_section("configs/toyworld.yaml", "extract", ExtractConfig, shard_size=1)
+    cfg = replace(load_config("configs/toyworld.yaml").extract, shard_size=1)
     work = str(tmp_path / "work")
-    done_dir = Path(split_dir(work, "val2"), "_done")
+    done_dir = Path(WorkDir(work).extract("val2"), "_done")
     t0 = time.time()
     thread, out = _in_background(run_extract, world, work, "val2", cfg, progress=False)
 
     def worked() -> list:
-        ran = _nodes_so_far(split_dir(work, "val2"))
+        ran = _nodes_so_far(WorkDir(work).extract("val2"))
         return [w for w in workers if w.node_id in ran]
 
     def midway() -> bool:
@@ -123,12 +126,12 @@ def test_extraction_spreads_over_nodes_and_survives_losing_one(cluster, world, t
     summary = _finished(thread, out, 300)
     print(f"extraction over 3 nodes, one removed after {finished_before}/24 shards: "
           f"{time.time() - t0:.1f} s")  # fmt: skip
-    manifest = pq.read_table(f"{split_dir(work, 'val2')}/manifest.parquet").to_pylist()
+    manifest = pq.read_table(f"{WorkDir(work).extract('val2')}/manifest.parquet").to_pylist()
     ids = [r["image_id"] for r in manifest]
     assert len(ids) == len(set(ids)) == 24 and summary["done"] == 24
     nodes = {r["node"] for r in manifest}
     assert len(nodes) >= 2 and lost.node_id in nodes  # it worked before it went away
-    parts = sorted(Path(split_dir(work, "val2"), "proposals").glob("*.parquet"))
+    parts = sorted(Path(WorkDir(work).extract("val2"), "proposals").glob("*.parquet"))
     assert sum(pq.read_metadata(p).num_rows for p in parts) == 24  # no duplicate outputs
     workers[workers.index(lost)] = c.add_node(**NODE)  # three nodes again for the next test
 
@@ -139,9 +142,9 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(cluster, world, tm
     from pipeline.train.classifier import run_train_cls
 
     work = str(tmp_path / "work")
-    ext = load_section("configs/toyworld.yaml", "extract", ExtractConfig)
+    ext = load_config("configs/toyworld.yaml").extract
     run_extract(world, work, "cls", ext, progress=False)
-    cfg = load_section("configs/toyworld.yaml", "train_cls", TrainConfig, epochs=12, max_failures=2)
+    cfg = replace(load_config("configs/toyworld.yaml").train_cls, epochs=12, max_failures=2)
     t0 = time.time()
     thread, out = _in_background(run_train_cls, world, work, cfg)
     runs = Path(work, "train", "cls")

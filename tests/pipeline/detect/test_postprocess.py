@@ -1,6 +1,7 @@
 import torch
 
-from pipeline.detect.postprocess import PostConfig, background_scores, detections, iou_inclusive
+from pipeline.detect.postprocess import background_scores, detections, iou_inclusive
+from schemas.config import PostConfig
 
 
 def test_score_is_class_minus_background():

@@ -1,11 +1,11 @@
 import numpy as np
 import torch
 
-from pipeline.detect.postprocess import PostConfig
 from pipeline.detect.scoring import MultiDetector
 from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.model.checkpoints import save_model
 from pipeline.model.nets import CategoryMap, get_model
+from schemas.config import PostConfig
 
 MEAN = [120.0, 110.0, 100.0]
 

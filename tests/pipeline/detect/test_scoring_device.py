@@ -16,13 +16,13 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from jobs import detect as detect_job
-from pipeline.detect import stage as detect_stage
-from pipeline.detect.postprocess import PostConfig, detections
+from pipeline.detect.fanout import actor_count
+from pipeline.detect.postprocess import detections
 from pipeline.detect.scoring import MultiDetector, WindowFeeder, scoring_device
-from pipeline.detect.vocab import VocabPostConfig, VocabScorer
+from pipeline.detect.vocab import VocabScorer
 from pipeline.model.checkpoints import save_model
 from pipeline.model.nets import CategoryMap, get_model
-from schemas.config import ScoringConfig
+from schemas.config import PostConfig, ScoringConfig, VocabPostConfig
 
 MEAN = [120.0, 110.0, 100.0]
 FACTORIES = {torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, torch.tensor}
@@ -119,12 +119,12 @@ def test_one_actor_per_gpu_and_none_without(monkeypatch):
     import ray
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
-    assert detect_stage.actor_count(8, 100, gpus=True) == 2
-    assert detect_stage.actor_count(8, 100, gpus=False) == 8
-    assert detect_stage.actor_count(8, 1, gpus=True) == 1
+    assert actor_count(8, 100, gpus=True) == 2
+    assert actor_count(8, 100, gpus=False) == 8
+    assert actor_count(8, 1, gpus=True) == 1
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
     with pytest.raises(RuntimeError, match="no GPU"):
-        detect_stage.actor_count(8, 100, gpus=True)
+        actor_count(8, 100, gpus=True)
 
 
 def test_detect_takes_the_device_and_proposal_settings_from_its_config(tmp_path):

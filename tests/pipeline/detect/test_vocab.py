@@ -1,6 +1,9 @@
+import dataclasses
+
 import torch
 
-from pipeline.detect.vocab import VocabPostConfig, VocabScorer, naive_detect
+from pipeline.detect.vocab import VocabScorer, naive_detect
+from schemas.config import VocabPostConfig
 
 K, D, N = 23, 8, 40
 
@@ -39,7 +42,7 @@ def test_chunking_gives_the_unchunked_result():
     cfg = VocabPostConfig(score_threshold=0.0, per_class=5, max_classes=6)
     whole = VocabScorer(weight, bias, cfg, ANCESTRY, 3).detect(feats, boxes)
     for chunk in (1, 5, 7):
-        small = VocabPostConfig(**{**cfg.__dict__, "chunk": chunk})
+        small = dataclasses.replace(cfg, chunk=chunk)
         assert _sorted(VocabScorer(weight, bias, small, ANCESTRY, 3).detect(feats, boxes)) == (
             _sorted(whole)
         )

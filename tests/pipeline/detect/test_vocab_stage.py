@@ -13,6 +13,7 @@ bit-reproducible, and the difference was steadier than the levels); the test run
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,16 +28,17 @@ from pipeline.evaluate.stage import run_evaluate
 from pipeline.extract.stage import run_extract
 from pipeline.model.checkpoints import load_model
 from pipeline.toyworld.generate import generate
-from pipeline.train.classifier import model_url, run_train_cls
+from pipeline.train.classifier import run_train_cls
 from pipeline.train.detector import run_train_det
-from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
+from pipeline.workdir import WorkDir
+from schemas.config import CategorySplit, load_config, toyworld_config
 from schemas.metrics import validate_detector_metrics
 
 pytestmark = pytest.mark.slow
 
 DET, LEAVES, HELD = 48, 300, 8  # demo size: 24 without boxes, 8 of them held back
 SEED = 3
-SETS = TrainConfig(hold_back=HELD)
+SETS = CategorySplit(hold_back=HELD)
 CONFIG = "configs/toyworld.yaml"
 
 
@@ -48,14 +50,14 @@ def vocab_run(tmp_path_factory, ray_local):
     data, work = str(root / "data"), str(root / "work")
     world = toyworld_config("demo", seed=SEED, leaf_categories=LEAVES)
     generate(data, world, workers=2, progress=False)
-    ext = load_section(CONFIG, "extract", ExtractConfig)
+    ext = load_config(CONFIG).extract
     for split in ("cls", "det-train", "val1", "val2"):
         run_extract(data, work, split, ext, progress=False)
     # the recipe the figures above were measured with (the demo's is longer now)
-    cls_cfg = load_section(CONFIG, "train_cls", TrainConfig, hold_back=HELD, epochs=8)
-    det_cfg = load_section(CONFIG, "train_det", TrainConfig, hold_back=HELD, iterations=1000)
-    run_train_cls(data, work, cls_cfg)
-    run_train_det(data, work, det_cfg)
+    cls_cfg = replace(load_config(CONFIG).train_cls, epochs=8)
+    det_cfg = replace(load_config(CONFIG).train_det, iterations=1000)
+    run_train_cls(data, work, cls_cfg, sets=SETS)
+    run_train_det(data, work, det_cfg, sets=SETS)
     run_adapt(work, "all-fcB", 5)
     return data, work
 
@@ -63,7 +65,7 @@ def vocab_run(tmp_path_factory, ray_local):
 def test_score_vocab_covers_the_leaves_and_the_hierarchy(vocab_run):
     data, work = vocab_run
     summary = run_score_vocab(
-        data, work, model_url(work, "detector-knn-5.pt"), split="val2", hierarchy=True
+        data, work, WorkDir(work).model("detector-knn-5.pt"), split="val2", hierarchy=True
     )
     assert summary["categories"] == DET - HELD + LEAVES and summary["nodes"] > 0
     out = Path(work, "detect/vocab/val2")
@@ -85,7 +87,7 @@ def test_added_categories_are_detected_and_can_be_replaced(vocab_run, tmp_path):
     adapted = run_add_categories(work, str(tmp_path / "new"), out="detector-added.pt")
     assert sorted(adapted["added"]) == sorted(held) and adapted["refused"] == []
     run_add_categories(work, str(tmp_path / "new"), "cls.pt", out="cls-added.pt", k=0)
-    models = {n: model_url(work, f"{n}.pt") for n in ("detector-added", "cls-added")}
+    models = {n: WorkDir(work).model(f"{n}.pt") for n in ("detector-added", "cls-added")}
     run_detect(data, work, models, split="val2")
     b = set_b(data, SETS)
     got = {n: run_evaluate(data, work, n, "val2", b, held_back=held) for n in models}

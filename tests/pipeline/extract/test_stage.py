@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +25,15 @@ from pipeline.extract.stage import (
     _work_units,
     load_inputs,
     run_extract,
-    split_dir,
 )
 from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.io import storage
 from pipeline.io.images import decode_rgb
+from pipeline.workdir import WorkDir
 from schemas.arrow import BACKGROUND, CLS_SCHEMA, MANIFEST_SCHEMA, PROPOSAL_SCHEMA, WINDOW_SCHEMA
-from schemas.config import ExtractConfig, load_section
+from schemas.config import load_config
 
-CFG = load_section("configs/toyworld.yaml", "extract", ExtractConfig, shard_size=4)
+CFG = replace(load_config("configs/toyworld.yaml").extract, shard_size=4)
 
 
 def _parts(sdir, output):
@@ -46,7 +47,7 @@ def test_local_ray_serves_its_dashboard_on_loopback_only(ray_local):
 def test_val1_windows_and_proposals(tiny_world, tmp_path, ray_local):
     work = str(tmp_path / "work")
     summary = run_extract(tiny_world, work, "val1", CFG, progress=False)
-    sdir = split_dir(work, "val1")
+    sdir = WorkDir(work).extract("val1")
     assert summary["done"] == 8 and summary["quarantined"] == 0 and summary["shards"] == 2
     manifest = pq.read_table(f"{sdir}/manifest.parquet")
     assert manifest.schema.equals(MANIFEST_SCHEMA)
@@ -77,9 +78,11 @@ def test_cls_shards(tiny_world, tmp_path, ray_local):
     summary = run_extract(tiny_world, work, "cls", CFG, progress=False)
     n = 8 * 12 + 4 * 4  # the test-size world: detection + leaf categories
     assert summary["done"] == n and summary["quarantined"] == 0
-    rows = [r for p in _parts(split_dir(work, "cls"), "cls") for r in pq.read_table(p).to_pylist()]
+    rows = [
+        r for p in _parts(WorkDir(work).extract("cls"), "cls") for r in pq.read_table(p).to_pylist()
+    ]
     assert len(rows) == n and all(len(r["pixels"]) == 36 * 36 * 3 for r in rows)
-    assert pq.read_schema(_parts(split_dir(work, "cls"), "cls")[0]).equals(
+    assert pq.read_schema(_parts(WorkDir(work).extract("cls"), "cls")[0]).equals(
         CLS_SCHEMA, check_metadata=False
     )
 
@@ -117,12 +120,12 @@ def dirty_world(tiny_world, tmp_path):
 
 
 def test_bad_inputs_are_quarantined_and_counted(dirty_world, tmp_path, ray_local):
-    cfg = load_section(None, "extract", ExtractConfig, **{**CFG.__dict__, "max_pixels": 300_000})
+    cfg = replace(CFG, max_pixels=300_000)
     summary = run_extract(str(dirty_world), str(tmp_path / "w"), "val", cfg, progress=False)
     rows = {
         r["image_id"]: r
         for r in pq.read_table(
-            f"{split_dir(str(tmp_path / 'w'), 'val')}/manifest.parquet"
+            f"{WorkDir(str(tmp_path / 'w')).extract('val')}/manifest.parquet"
         ).to_pylist()
     }
     assert summary["images"] == len(rows) == 16 + 9
@@ -144,7 +147,7 @@ def test_bad_inputs_are_quarantined_and_counted(dirty_world, tmp_path, ray_local
 def test_resume_redoes_only_unfinished_shards(tiny_world, tmp_path, ray_local):
     work = str(tmp_path / "work")
     run_extract(tiny_world, work, "val2", CFG, progress=False)
-    sdir = split_dir(work, "val2")
+    sdir = WorkDir(work).extract("val2")
     kept = _parts(sdir, "proposals")[0]
     kept_mtime = kept.stat().st_mtime_ns
     Path(shard.marker_url(sdir, 1)).unlink()  # shard 1 half-written: parts but no marker
@@ -154,7 +157,7 @@ def test_resume_redoes_only_unfinished_shards(tiny_world, tmp_path, ray_local):
     ids = pq.read_table(f"{sdir}/manifest.parquet").column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 8
     with pytest.raises(StaleWorkDir, match="config"):
-        other = load_section(None, "extract", ExtractConfig, **{**CFG.__dict__, "min_box": 9})
+        other = replace(CFG, min_box=9)
         run_extract(tiny_world, work, "val2", other, progress=False)
 
 

@@ -4,19 +4,21 @@ sees many classes in every minibatch and the classifier learns (before the mixin
 class-sorted world kept it at chance)."""
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
 from pipeline.extract.stage import load_inputs, run_extract
 from pipeline.toyworld.generate import generate
 from pipeline.train.classifier import classification_categories, run_train_cls
-from pipeline.train.data import CLS_READER, part_files
+from pipeline.train.data import CLS_READER
 from pipeline.train.stream import ShardStream, configure_worker_data
-from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
+from pipeline.workdir import WorkDir
+from schemas.config import load_config, toyworld_config
 
 pytestmark = pytest.mark.slow
-EXTRACT = load_section("configs/toyworld.yaml", "extract", ExtractConfig)
-CLS = load_section("configs/toyworld.yaml", "train_cls", TrainConfig, epochs=8)  # as measured
+EXTRACT = load_config("configs/toyworld.yaml").extract
+CLS = replace(load_config("configs/toyworld.yaml").train_cls, epochs=8)  # as measured
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def test_the_listing_is_class_sorted_with_uneven_counts(sorted_world):
 
 def test_the_first_minibatches_hold_many_classes(sorted_world):
     data, work = sorted_world
-    files = part_files(work, "cls", "cls")
+    files = WorkDir(work).extract_parts("cls", "cls")
     categories, _ = classification_categories(data, files)
     rows = {w: i for i, w in enumerate(categories.wnids)}
     configure_worker_data()

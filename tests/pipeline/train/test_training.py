@@ -2,6 +2,7 @@
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,14 +16,15 @@ from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.nets import CategoryMap
 from pipeline.toyworld.generate import generate
-from pipeline.train.classifier import classification_categories, model_url, run_train_cls
+from pipeline.train.classifier import classification_categories, run_train_cls
 from pipeline.train.detector import run_train_det
-from schemas.config import ExtractConfig, TrainConfig, load_section, toyworld_config
+from pipeline.workdir import WorkDir
+from schemas.config import CategorySplit, load_config, toyworld_config
 
-EXTRACT = load_section("configs/toyworld.yaml", "extract", ExtractConfig, shard_size=16)
-CLS = load_section("configs/toyworld.yaml", "train_cls", TrainConfig, epochs=6, batch_size=32)
-DET = load_section(
-    "configs/toyworld.yaml", "train_det", TrainConfig, iterations=40, checkpoint_every=20, lr=3e-4
+EXTRACT = replace(load_config("configs/toyworld.yaml").extract, shard_size=16)
+CLS = replace(load_config("configs/toyworld.yaml").train_cls, epochs=6, batch_size=32)
+DET = replace(
+    load_config("configs/toyworld.yaml").train_det, iterations=40, checkpoint_every=20, lr=3e-4
 )
 
 
@@ -52,38 +54,38 @@ def test_classifier_learns(trained):
     data, work, summary = trained
     assert summary["categories"] == 8 and summary["epoch"] == 6
     assert summary["holdout_accuracy"] > 0.4  # chance: 1/8
-    _, categories, payload = load_model(model_url(work, "cls.pt"))
+    _, categories, payload = load_model(WorkDir(work).model("cls.pt"))
     assert categories.wnids[:6] == tuple(c.wnid for c in read_categories(data))
     assert payload["kind"] == "cls" and payload["input_size"] == 32
 
 
 def test_detection_finetune_resumes_after_a_failure_and_leaves_fcA_alone(trained):
     data, work, _ = trained
-    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "inject_failure_at": 20})
+    cfg = replace(DET, inject_failure_at=20)
     summary = run_train_det(data, work, cfg, name="faulty")
     assert summary["iteration"] == 40 and summary["resumed_from"] == 20
-    cls_model, categories, _ = load_model(model_url(work, "cls.pt"))
-    det_model, _, payload = load_model(model_url(work, "det-faulty.pt"))
-    b_rows = categories.rows(set_b(data, cfg))
+    cls_model, categories, _ = load_model(WorkDir(work).model("cls.pt"))
+    det_model, _, payload = load_model(WorkDir(work).model("det-faulty.pt"))
+    b_rows = categories.rows(set_b(data, CategorySplit()))
     other = [r for r in range(categories.num_categories) if r not in b_rows]
     w_cls, w_det = cls_model.output.weight, det_model.output.weight
     assert torch.equal(w_cls[other], w_det[other])  # set A and leaves: bit for bit
     assert torch.equal(cls_model.output.bias[other], det_model.output.bias[other])
     assert not torch.equal(w_cls[b_rows], w_det[b_rows])
     assert det_model.output.weight[categories.background_row].abs().sum() > 0
-    assert payload["set_b"] == set_b(data, cfg) and payload["kind"] == "det"
+    assert payload["set_b"] == set_b(data, CategorySplit()) and payload["kind"] == "det"
 
 
 def test_detection_finetune_raises_fg_bg_accuracy_and_a_rerun_resumes(trained):
     data, work, _ = trained
-    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 20})
+    cfg = replace(DET, iterations=20)
     first = run_train_det(data, work, cfg, name="resumable")
     assert first["fg_bg_accuracy"] > first["fg_bg_accuracy_before"]
     assert run_train_det(data, work, cfg, name="resumable")["skipped"]
     # as if the job had died before writing its model: the run's checkpoints remain
-    fs, path = storage.get_fs(model_url(work, "det-resumable.pt"))
+    fs, path = storage.get_fs(WorkDir(work).model("det-resumable.pt"))
     fs.rm(path)
-    longer = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 40})
+    longer = replace(DET, iterations=40)
     again = run_train_det(data, work, longer, name="resumable")
     assert again["resumed_from"] == 20 and again["iteration"] == 40
 
@@ -123,10 +125,10 @@ def test_no_training_input_depends_on_a_box_of_set_a(trained, tmp_path):
     other_data, other_work = tmp_path / "data", tmp_path / "work"
     shutil.copytree(data, other_data)
     det = [c.wnid for c in read_categories(data)]
-    assert mirror_boxes(other_data, set(det) - set(set_b(data, DET))) > 10
+    assert mirror_boxes(other_data, set(det) - set(set_b(data, CategorySplit()))) > 10
     (other_work / "models").mkdir(parents=True)
-    shutil.copy(model_url(work, "cls.pt"), other_work / "models")
-    cfg = load_section(None, "x", TrainConfig, **{**DET.__dict__, "iterations": 10})
+    shutil.copy(WorkDir(work).model("cls.pt"), other_work / "models")
+    cfg = replace(DET, iterations=10)
 
     def windows(w, split: str) -> list[bytes]:
         return [p.read_bytes() for p in sorted(Path(w, "extract", split, "windows").iterdir())]
@@ -137,28 +139,29 @@ def test_no_training_input_depends_on_a_box_of_set_a(trained, tmp_path):
             run_extract(d, w, split, EXTRACT, progress=False)
             run_extract(d, w, split, EXTRACT, progress=False, oracle=True)
         run_train_det(d, w, cfg, name="strict")
-        models.append(load_model(model_url(w, "det-strict.pt"))[0].state_dict())
+        models.append(load_model(WorkDir(w).model("det-strict.pt"))[0].state_dict())
     for split in ("det-train", "val1"):
         assert windows(work, split) == windows(other_work, split)
     # the built-in DET train scenes hold set B's objects only: set A's boxes are all in val1
     assert windows(work, "val1-oracle") != windows(other_work, "val1-oracle")
     assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
-    every_box = load_section(None, "x", TrainConfig, **{**cfg.__dict__, "set_b": "all"})
     with pytest.raises(ValueError, match="labelled with the boxes of 3 categories"):
-        run_train_det(data, work, every_box, name="mislabelled")  # windows of set B only
+        run_train_det(
+            data, work, cfg, name="mislabelled", sets=CategorySplit(set_b="all")
+        )  # windows of set B only
 
 
 def test_bad_inputs_are_refused_before_training(trained, tmp_path):
     data, work, _ = trained
     with pytest.raises(ValueError, match="window shards are 32 px but alexnet takes 227"):
-        _, categories, _ = load_model(model_url(work, "cls.pt"))
+        _, categories, _ = load_model(WorkDir(work).model("cls.pt"))
         other = str(tmp_path / "w")
         fs, _ = storage.get_fs(work)
         fs.cp(f"{work}/extract", f"{other}/extract", recursive=True)
         from pipeline.model.nets import get_model
 
         save_model(
-            model_url(other, "cls.pt"),
+            WorkDir(other).model("cls.pt"),
             get_model("alexnet", categories.num_categories),
             "alexnet",
             categories,
@@ -168,7 +171,7 @@ def test_bad_inputs_are_refused_before_training(trained, tmp_path):
         run_train_det(data, other, DET)
     with pytest.raises(ValueError, match="category map lacks window labels"):
         save_model(
-            model_url(other, "cls.pt"),
+            WorkDir(other).model("cls.pt"),
             get_model("smallcnn", 2),
             "smallcnn",
             CategoryMap(("x", "y")),
@@ -190,7 +193,7 @@ def test_checkpoints_on_s3(trained, s3_bucket):
     data, _, _ = trained
     work = f"{s3_bucket}/work"
     run_extract(data, work, "cls", EXTRACT, progress=False)
-    cfg = load_section(None, "x", TrainConfig, **{**CLS.__dict__, "epochs": 1})
+    cfg = replace(CLS, epochs=1)
     summary = run_train_cls(data, work, cfg)
     assert summary["model"] == f"{work}/models/cls.pt" and storage.exists(summary["model"])
     assert storage.find(f"{work}/train/cls", (".pt",))  # Ray Train's checkpoint on S3

@@ -1,0 +1,88 @@
+"""Every image of a split (or a list of images) through a pool of scoring actors, with
+Ray Data: the fan-out ``detect`` and ``score-vocab`` share."""
+
+from __future__ import annotations
+
+import posixpath
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.extract.proposals import selective_search
+from pipeline.io import storage
+from pipeline.io.images import decode_rgb
+from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
+from pipeline.train.data import read_parquet
+from pipeline.workdir import WorkDir
+from schemas.config import ExtractConfig
+
+
+def image_and_boxes(image_url: str, boxes, mean, proposals: ExtractConfig):
+    """An image to score and its windows: the stored proposals, or selective search now."""
+    image, _ = decode_rgb(storage.read_bytes(image_url), proposals.max_pixels, 1, tuple(mean))
+    if boxes is None or len(boxes) == 0:
+        p = proposals
+        boxes = selective_search(image, p.resize_width, p.max_proposals, p.min_box)
+    return image, np.array(boxes, np.float32).reshape(-1, 4)  # writable, for torch
+
+
+def _inputs(work: str, split: str | None, images: list[str] | None):
+    import ray.data
+
+    if images:
+        items = [
+            {"image_id": posixpath.splitext(posixpath.basename(u))[0], "image_url": u, "boxes": []}
+            for u in images
+        ]
+        return ray.data.from_items(items), len(items)
+    urls = WorkDir(work).extract_parts(split, "proposals")
+    if not urls:
+        where = WorkDir(work).extract(split)
+        raise FileNotFoundError(f"no proposals under {where}: run lsda extract")
+    ds = read_parquet(urls, ["image_id", "image_url", "boxes"])
+    return ds, ds.count()
+
+
+def actor_count(actors: int, n_images: int, gpus: bool) -> int:
+    """Scoring actors to start: with ``gpus``, no more than the cluster's GPUs (one each),
+    since an actor that can never get its GPU would leave the job waiting forever."""
+    n = max(1, min(actors, n_images))
+    if not gpus:
+        return n
+    import ray
+
+    available = int(ray.cluster_resources().get("GPU", 0))
+    if available == 0:
+        raise RuntimeError("--gpus: the Ray cluster has no GPU; leave out --gpus to score on CPUs")
+    return min(n, available)
+
+
+def score_images(
+    work: str,
+    split: str,
+    images: list[str] | None,
+    actor: type,
+    kwargs: dict,
+    actors: int,
+    gpus: bool = False,
+) -> tuple[pa.Table, int]:
+    """Every image of ``split`` (or ``images``) through an actor pool of ``actor(**kwargs)``,
+    one GPU per actor with ``gpus``; the rows they return, and the number of images."""
+    import ray.data
+
+    ensure_ray()
+    ds, n_images = _inputs(work, split, images)
+    n_actors = actor_count(actors, n_images, gpus)
+    ds = ds.repartition(max(1, min(n_images // 4, 64 * n_actors)))  # work for every actor
+    ds = ds.map_batches(
+        actor,
+        batch_size=4,
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+        fn_constructor_kwargs=kwargs,
+        num_cpus=cpus_per_consumer(n_actors),
+        num_gpus=1 if gpus else 0,
+        **remote_args(),
+    )
+    parts = [t for t in ds.iter_batches(batch_format="pyarrow", batch_size=None) if t.num_rows]
+    table = pa.concat_tables(parts) if parts else pa.table({"model": pa.array([], pa.string())})
+    return table, n_images
