@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.run import run_pipeline
+from pipeline.workdir import WorkDir
 
 DESCRIPTION = "run every stage (extract .. report) and print the paper's ablation table"
 
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     run_pipeline(args.data, args.work, args.config, args.quick, progress=not args.no_progress)
-    print(f"report: {args.work.rstrip('/')}/report/index.html")
+    print(f"report: {WorkDir(args.work).report_page()}")
     return 0
 
 

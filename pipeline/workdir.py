@@ -113,6 +113,9 @@ class WorkDir:
     def report(self) -> str:
         return self._join("report")
 
+    def report_page(self) -> str:
+        return storage.join(self.report(), "index.html")
+
 
 # The fine-tuned rows of the ablation -> their fine-tune's name (models/det-<name>.pt)
 FINETUNES = {"bg-only": "bg", "all-layers": "all-fcB", "oracle": "oracle"}

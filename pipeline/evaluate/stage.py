@@ -11,8 +11,8 @@ import numpy as np
 from pipeline.data.categories import read_categories
 from pipeline.data.det_reader import read_det_split
 from pipeline.data.hierarchy import read_hierarchy
+from pipeline.evaluate.charts import ap_chart, error_chart
 from pipeline.evaluate.devkit import evaluate_detections, false_positive_types, mean_ap
-from pipeline.evaluate.report import ap_chart, error_chart
 from pipeline.io import storage
 from pipeline.workdir import WorkDir
 from schemas.metrics import validate_detector_metrics
@@ -62,19 +62,8 @@ def to_parent_level(gt: dict, wnids: list[str], b: set[str], hierarchy):
     return gt_up, parents, sets
 
 
-def run_evaluate(
-    data: str,
-    work: str,
-    name: str,
-    split: str,
-    set_b: list[str],
-    level: str = "category",
-    held_back: list[str] = (),
-) -> dict:
-    """Evaluate ``WORK/detect/<name>/<split>``; ``level="parent"`` evaluates the detections of
-    the categories' WordNet parents (``lsda score-vocab --hierarchy``) against the ground truth
-    relabelled with those parents. ``held_back`` categories (left out of training, added later
-    by ``lsda add-categories``) are set "added" and averaged apart, in ``map_added``."""
+def _ground_truth_at(data: str, split: str, set_b: list[str], level: str, held_back) -> tuple:
+    """(ground truth, wnids, names, set per wnid, similar-categories function) at ``level``."""
     categories = read_categories(data)
     wnids = [c.wnid for c in categories]
     names = {c.wnid: c.name for c in categories}
@@ -93,7 +82,11 @@ def run_evaluate(
         names = {w: hierarchy.names.get(w, w) for w in wnids}
     elif level != "category":
         raise ValueError(f"level must be category or parent, not {level!r}")
-    results = evaluate_detections(load_detections(work, name, split, set(gt)), gt, wnids)
+    return gt, wnids, names, sets, similar
+
+
+def _metrics(name, split, level, gt, results, wnids, names, sets, similar) -> dict:
+    """metrics.json: mAP per set, AP per category, false-positive types on held-out ones."""
     heldout = [w for w in wnids if sets[w] == "A"]
     doc = {
         "detector": name,
@@ -120,6 +113,25 @@ def run_evaluate(
     problems = validate_detector_metrics(doc)
     if problems:
         raise RuntimeError(f"metrics.json would not fit its schema: {problems}")
+    return doc
+
+
+def run_evaluate(
+    data: str,
+    work: str,
+    name: str,
+    split: str,
+    set_b: list[str],
+    level: str = "category",
+    held_back: list[str] = (),
+) -> dict:
+    """Evaluate ``WORK/detect/<name>/<split>``; ``level="parent"`` evaluates the detections of
+    the categories' WordNet parents (``lsda score-vocab --hierarchy``) against the ground truth
+    relabelled with those parents. ``held_back`` categories (left out of training, added later
+    by ``lsda add-categories``) are set "added" and averaged apart, in ``map_added``."""
+    gt, wnids, names, sets, similar = _ground_truth_at(data, split, set_b, level, held_back)
+    results = evaluate_detections(load_detections(work, name, split, set(gt)), gt, wnids)
+    doc = _metrics(name, split, level, gt, results, wnids, names, sets, similar)
     wd = WorkDir(work)
     out, suffix = wd.evaluation(name, split), "" if level == "category" else f"-{level}"
     storage.write_text(wd.metrics(name, split, level), json.dumps(doc, indent=1))

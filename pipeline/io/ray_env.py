@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import socket
+import threading
 import time
 
 from pipeline.io.storage import ENDPOINT_VARS
@@ -22,9 +24,18 @@ QUIET_DEFAULTS = {"RAY_DATA_LOG_LEVEL": "WARNING", "RAY_TRAIN_ENABLE_PRINT_PATCH
 
 START_ATTEMPTS = 3  # a loaded machine can miss Ray's fixed 30 s node start-up wait once
 
-# Worker output that is Ray's own business: its C++ core's log lines (e.g. core_worker.cc
-# warning about Ray Train's PreemptionWatcher on every fit) stay in the session's log files.
-RAY_INTERNAL_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+\.cc:\d+: ")
+# Output that is Ray's own business, kept off the console (its log files have it): its C++
+# core's log lines (core_worker.cc warns about the constructor arguments of every restartable
+# actor: Ray Train's PreemptionWatcher, Ray Data's map workers), and Ray Data's notice that
+# the progress bars we turned off are off.
+RAY_INTERNAL_LINE = re.compile(
+    r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+\.cc:\d+: |.*Progress bars disabled"
+)
+QUIET_LOGGERS = (
+    # a new local instance enables token authentication (as it should) and says so each time
+    "ray._private.authentication.authentication_token_setup",
+    "ray.data._internal.progress",
+)
 
 
 class RayStartError(RuntimeError):
@@ -55,11 +66,8 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
     multiple active Ray instances"."""
     import ray
 
-    # A new local instance enables token authentication by default (as it should) and warns
-    # that it did on every start: a line of Ray's on our console, not the user's business.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.ERROR
-    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     last: Exception | None = None
     for attempt in range(START_ATTEMPTS):
         port = _free_port()  # the dashboard serves the State API: ours, by address
@@ -88,8 +96,9 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
             "overloaded: retry, or start Ray with `ray start --head` and pass its address "
             "in RAY_ADDRESS"
         ) from last
-    if log_to_driver:
+    if log_to_driver:  # a console: the CLI's
         _filter_worker_output()
+        _filter_driver_stderr()
 
 
 def _filter_worker_output() -> None:
@@ -106,6 +115,37 @@ def _filter_worker_output() -> None:
 
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler("ray_print_logs", handler)
+
+
+def _filter_driver_stderr() -> None:
+    """The driver's own C++ core writes its log lines straight to file descriptor 2, past any
+    Python logging: route fd 2 through a pipe that drops them (Ray's session log
+    ``python-core-driver-*.log`` keeps them). Restored at exit, after the last line is out."""
+    if getattr(_filter_driver_stderr, "installed", False):
+        return
+    _filter_driver_stderr.installed = True
+    sys_stderr = os.dup(2)
+    read_fd, write_fd = os.pipe()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            for line in iter(pipe.readline, b""):
+                if not RAY_INTERNAL_LINE.match(line.decode(errors="replace")):
+                    os.write(sys_stderr, line)
+
+    thread = threading.Thread(target=pump, name="lsda-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        import sys
+
+        sys.stderr.flush()
+        os.dup2(sys_stderr, 2)  # closes our end of the pipe: the pump drains it and stops
+        thread.join(timeout=2)
+
+    atexit.register(restore)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:

@@ -151,6 +151,38 @@ def cls_loop(config: dict) -> None:
         trainer.maybe_fail(cfg, epoch + 1, start)
 
 
+def _classification_shards(wd: WorkDir, cfg: TrainConfig) -> tuple[list[str], ExtractConfig, int]:
+    """The classification shards, the settings they were extracted with, and the network's
+    input size (which the shards' images must cover)."""
+    urls = wd.extract_parts("cls", "cls")
+    if not urls:
+        raise FileNotFoundError(
+            f"no classification shards under {wd.extract('cls')}: run "
+            "`lsda extract --split cls` first"
+        )
+    params = shard_params(urls).get("config", {})
+    mean = tuple(params.get("pixel_mean", ExtractConfig.pixel_mean))
+    ext = ExtractConfig(**{**params, "pixel_mean": mean})
+    size = get_model(cfg.model, 1).input_size
+    if ext.cls_size < size:
+        raise ValueError(
+            f"classification shards are {ext.cls_size} px; {cfg.model} needs >= {size}"
+        )
+    return urls, ext, size
+
+
+def _batch_for(cfg: TrainConfig, n_train: int) -> TrainConfig:
+    """``cfg``, its batch shrunk to the dataset on a tiny one (one step per epoch over all of
+    it); refuses what cannot be split over the workers, before Ray starts."""
+    if n_train < cfg.workers:
+        raise ValueError(f"{n_train} training images for {cfg.workers} workers")
+    if n_train < cfg.batch_size:
+        print(f"train-cls: {n_train} training images, fewer than batch_size {cfg.batch_size}")
+        cfg = dataclasses.replace(cfg, batch_size=n_train - n_train % cfg.workers)
+    worker_batch(cfg.batch_size, cfg.workers)
+    return cfg
+
+
 def run_train_cls(
     data: str,
     work: str,
@@ -158,45 +190,16 @@ def run_train_cls(
     overwrite: bool = False,
     sets: CategorySplit = CategorySplit(),
 ) -> dict:
-    from ray.train.torch import TorchTrainer
-
     work = storage.absolute(work)  # the URLs below go to Train workers
     wd = WorkDir(work)
     out = wd.classifier()
-    if storage.exists(out) and not overwrite:
+    if trainer.already_trained(work, out, CLASSIFIER, overwrite):
         return {"model": out, "skipped": True}
-    if overwrite:
-        trainer.discard_run(work, CLASSIFIER)
-    urls = wd.extract_parts("cls", "cls")
-    if not urls:
-        raise FileNotFoundError(
-            f"no classification shards under {wd.extract('cls')}: run "
-            "`lsda extract --split cls` first"
-        )
-    params = shard_params(urls)
-    ext = ExtractConfig(
-        **{
-            **params.get("config", {}),
-            "pixel_mean": tuple(
-                params.get("config", {}).get("pixel_mean", ExtractConfig.pixel_mean)
-            ),
-        }
-    )
-    size = get_model(cfg.model, 1).input_size
-    if ext.cls_size < size:
-        raise ValueError(
-            f"classification shards are {ext.cls_size} px; {cfg.model} needs >= {size}"
-        )
+    urls, ext, size = _classification_shards(wd, cfg)
     categories, n_train = classification_categories(
         data, urls, held_back(data, sets), cfg.holdout_every
     )
-    if n_train < cfg.workers:
-        raise ValueError(f"{n_train} training images for {cfg.workers} workers")
-    if n_train < cfg.batch_size:  # a tiny dataset: one step per epoch over all of it
-        print(f"train-cls: {n_train} training images, fewer than batch_size {cfg.batch_size}")
-        cfg = dataclasses.replace(cfg, batch_size=n_train - n_train % cfg.workers)
-    worker_batch(cfg.batch_size, cfg.workers)  # refuse a batch that does not split, before Ray
-    steps = n_train // cfg.batch_size
+    cfg = _batch_for(cfg, n_train)
     trainer.start_ray_for_training()
     config = {
         "cfg": cfg,
@@ -205,22 +208,15 @@ def run_train_cls(
         "num_categories": categories.num_categories,
         "input_size": size,
         "mean": ext.pixel_mean,
-        "steps_per_epoch": steps,
+        "steps_per_epoch": n_train // cfg.batch_size,
     }
     t0 = time.time()
-    result = TorchTrainer(
-        cls_loop,
-        train_loop_config=config,
-        scaling_config=trainer.scaling_config(cfg),
-        run_config=trainer.run_config(work, CLASSIFIER, cfg.max_failures),
-    ).fit()
-    state = trainer.final_state(result)
+    state, metrics = trainer.fit(cls_loop, config, cfg, work, CLASSIFIER)
     model = get_model(cfg.model, categories.num_categories)
     model.load_state_dict(state["model"])
     with torch.no_grad():  # the background row is untrained here: as a classifier, score = logit
         model.output.weight[categories.background_row] = 0
         model.output.bias[categories.background_row] = 0
-    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
     save_model(
         out,
         model,

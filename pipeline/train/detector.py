@@ -170,6 +170,41 @@ def _describe(boxes_of) -> str:
     return "every category" if boxes_of == "all" else f"{len(boxes_of or [])} categories"
 
 
+def _window_shards(wd: WorkDir, cfg: TrainConfig, payload: dict) -> list[str]:
+    """The window shards of the training splits (the oracle's for ``cfg.oracle``), warped to
+    the input size of the classifier's network (``payload``)."""
+    urls = [u for s in TRAINING_SPLITS for u in wd.extract_parts(s, "windows", cfg.oracle)]
+    if not urls:
+        splits = ", ".join(wd.extract(s, cfg.oracle) for s in TRAINING_SPLITS)
+        raise FileNotFoundError(
+            f"no window shards under {splits}: run `lsda extract` "
+            f"on the training splits first{' with --oracle' if cfg.oracle else ''}"
+        )
+    window_size = shard_params(urls).get("config", {}).get("window_size")
+    size = payload["input_size"]
+    if window_size != size:
+        raise ValueError(f"window shards are {window_size} px but {payload['model']} takes {size}")
+    return urls
+
+
+def _trained_categories(
+    data: str, urls: list[str], cfg: TrainConfig, sets: CategorySplit, categories, cls_url: str
+) -> list[str]:
+    """The categories whose rows this fine-tune trains (set B; every one for the oracle),
+    each with windows, and every window label known to the classifier."""
+    counts = _label_counts(urls)
+    excluded = set(held_back(data, sets))
+    unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND} - excluded)
+    if unknown:
+        raise ValueError(f"{cls_url}: its category map lacks window labels {unknown[:10]}")
+    det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
+    trained = det if cfg.oracle else set_b(data, sets)
+    empty = [w for w in trained if counts[w] == 0]
+    if empty or counts[BACKGROUND] == 0:
+        raise ValueError(f"no training windows for {', '.join(empty[:10]) or BACKGROUND}")
+    return trained
+
+
 def run_train_det(
     data: str,
     work: str,
@@ -178,41 +213,19 @@ def run_train_det(
     overwrite: bool = False,
     sets: CategorySplit = CategorySplit(),
 ) -> dict:
-    from ray.train.torch import TorchTrainer
-
     work = storage.absolute(work)  # the URLs below go to Train workers
     name = name or default_name(cfg)
     wd = WorkDir(work)
-    out = wd.finetuned(name)
-    if storage.exists(out) and not overwrite:
+    out, run = wd.finetuned(name), finetune_run(name)
+    if trainer.already_trained(work, out, run, overwrite):
         return {"model": out, "skipped": True}
-    if overwrite:
-        trainer.discard_run(work, finetune_run(name))
     cls_url = wd.classifier()
     _, categories, payload = load_model(cls_url)
-    urls = [u for s in TRAINING_SPLITS for u in wd.extract_parts(s, "windows", cfg.oracle)]
-    if not urls:
-        splits = ", ".join(wd.extract(s, cfg.oracle) for s in TRAINING_SPLITS)
-        raise FileNotFoundError(
-            f"no window shards under {splits}: run `lsda extract` "
-            f"on the training splits first{' with --oracle' if cfg.oracle else ''}"
-        )
     size = payload["input_size"]
-    window_size = shard_params(urls).get("config", {}).get("window_size")
-    if window_size != size:
-        raise ValueError(f"window shards are {window_size} px but {payload['model']} takes {size}")
-    counts = _label_counts(urls)
-    excluded = set(held_back(data, sets))
-    unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND} - excluded)
-    if unknown:
-        raise ValueError(f"{cls_url}: its category map lacks window labels {unknown[:10]}")
+    urls = _window_shards(wd, cfg, payload)
     b = set_b(data, sets)
     _check_labelling(work, "all" if cfg.oracle else b, cfg, sets)
-    det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
-    trained = det if cfg.oracle else b
-    empty = [w for w in trained if counts[w] == 0]
-    if empty or counts[BACKGROUND] == 0:
-        raise ValueError(f"no training windows for {', '.join(empty[:10]) or BACKGROUND}")
+    trained = _trained_categories(data, urls, cfg, sets, categories, cls_url)
     layers = parse_layers(cfg.train_layers)
     bg = categories.background_row
     trained_rows = [bg] + (categories.rows(trained) if "fcB" in layers else [])
@@ -232,16 +245,9 @@ def run_train_det(
         "mean": tuple(payload["pixel_mean"]),
     }
     t0 = time.time()
-    result = TorchTrainer(
-        det_loop,
-        train_loop_config=config,
-        scaling_config=trainer.scaling_config(cfg),
-        run_config=trainer.run_config(work, finetune_run(name), cfg.max_failures),
-    ).fit()
-    state = trainer.final_state(result)
+    state, metrics = trainer.fit(det_loop, config, cfg, work, run)
     model, _, _ = load_model(cls_url)
     model.load_state_dict(state["model"])
-    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
     save_model(
         out,
         model,

@@ -147,6 +147,30 @@ def restore(model, optimizer) -> tuple[int, list[dict]]:
     return int(state["step"]), list(state.get("history", []))
 
 
+def already_trained(work: str, out: str, run: str, overwrite: bool) -> bool:
+    """True if ``out`` exists and is to be kept; with ``overwrite``, forget ``run``'s
+    checkpoints so that the fit starts over instead of resuming."""
+    if overwrite:
+        discard_run(work, run)
+        return False
+    return storage.exists(out)
+
+
+def fit(loop, config: dict, cfg: TrainConfig, work: str, run: str) -> tuple[dict, dict]:
+    """``loop`` on Ray Train's workers (resuming ``run``'s last checkpoint, if any): the final
+    model state, and the numeric metrics of the last report."""
+    from ray.train.torch import TorchTrainer
+
+    result = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        scaling_config=scaling_config(cfg),
+        run_config=run_config(work, run, cfg.max_failures),
+    ).fit()
+    state = final_state(result)
+    return state, {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+
+
 def final_state(result) -> dict:
     """The model state of a finished run's last checkpoint."""
     if result.error:

@@ -4,12 +4,15 @@ its outputs."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
+from pipeline.io.ray_env import RAY_INTERNAL_LINE
 from pipeline.run import run_pipeline
 from pipeline.toyworld.generate import generate
 from pipeline.workdir import ablation_models
@@ -57,17 +60,33 @@ def test_the_ablation_reproduces_the_papers_ordering(quick_run):
         assert Path(work, f"evaluate/{name}/val2/ap.png").stat().st_size > 0
 
 
-def test_the_same_seed_gives_the_same_rows(tiny_world, tmp_path, ray_local):
-    """The whole pipeline twice on the same dataset and seed, in two work dirs: every stage
-    from scratch, the same rows. The test-size world and a few training steps: determinism
-    does not depend on size, and the quick run above has its own rows to check."""
+def test_the_same_seed_gives_the_same_rows_and_lsda_run_keeps_ray_quiet(
+    tiny_world, tmp_path, ray_local
+):
+    """The whole pipeline twice on the same dataset and seed, every stage from scratch: the
+    same rows. The test-size world and a few training steps (determinism does not depend on
+    size; the quick run above has rows to check). The second run is ``lsda run`` in its own
+    process, with its own local Ray beside this one: its console holds our lines only."""
     config = tmp_path / "smoke.yaml"
     config.write_text(smoke_config())
+    first = run_pipeline(tiny_world, str(tmp_path / "first"), str(config), True, progress=False)
+    second_work = tmp_path / "second"
+    argv = ["run", "--data", tiny_world, "--work", str(second_work), "--config", str(config)]
+    cli = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *argv, "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    console = (cli.stdout + cli.stderr).splitlines()
+    print("lsda run --quick, its console:", *console[:40], sep="\n")
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    noise = [x for x in console if RAY_INTERNAL_LINE.match(x) or "pid=" in x or "Ray" in x]
+    assert noise == [] and not any("Traceback" in x for x in console)
+    assert console[0] == "== extract" and console[-1].startswith("report: ")
+    second = json.loads((second_work / "report/metrics.json").read_text())
     keys = ("map_heldout", "map_trained", "map_all")
-    runs = []
-    for work in ("first", "second"):
-        doc = run_pipeline(tiny_world, str(tmp_path / work), str(config), True, progress=False)
-        runs.append([[r["name"], *(r[k] for k in keys)] for r in doc["rows"]])
+    runs = [[[r["name"], *(r[k] for k in keys)] for r in doc["rows"]] for doc in (first, second)]
     print("the pipeline twice, rows (name, held-out, trained, all):", *runs)
     for a, b in zip(*runs, strict=True):
         assert a[0] == b[0]

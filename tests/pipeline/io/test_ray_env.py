@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+from pipeline.io.ray_env import RAY_INTERNAL_LINE
+
+CORE_LINE = (
+    "[2026-11-26 21:08:15,009 E 10243 10243] core_worker.cc:2465: Actor with class name: "
+    "'PreemptionWatcher' and ID: '44ce' has constructor arguments in the object store"
+)
+
+
+def test_ray_internal_lines_are_told_from_ours():
+    assert RAY_INTERNAL_LINE.match(CORE_LINE)
+    notice = "2026-11-26 20:49:11,513\tWARNING __init__.py:28 -- Progress bars disabled. To..."
+    assert RAY_INTERNAL_LINE.match(notice)
+    for ours in (
+        "train-cls epoch 1/16: loss 2.485, held-out accuracy 0.000, 20 images/s",
+        "lsda run: error: no map_det.txt (--debug for the traceback)",
+        "Traceback (most recent call last):",
+    ):
+        assert not RAY_INTERNAL_LINE.match(ours)
+
+
+def test_the_driver_stderr_filter_drops_core_lines_and_keeps_the_rest_to_the_end():
+    """Written straight to file descriptor 2, as Ray's C++ core does; our last line, written
+    just before exit, still reaches the console."""
+    code = (
+        "import os, sys\n"
+        "from pipeline.io.ray_env import _filter_driver_stderr\n"
+        "_filter_driver_stderr()\n"
+        f"os.write(2, {CORE_LINE!r}.encode() + b'\\n')\n"
+        "print('first line of ours', file=sys.stderr)\n"
+        f"os.write(2, {CORE_LINE!r}.encode() + b'\\n')\n"
+        "print('last line of ours', file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stderr.splitlines() == ["first line of ours", "last line of ours"]
