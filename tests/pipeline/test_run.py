@@ -60,35 +60,35 @@ def test_the_ablation_reproduces_the_papers_ordering(quick_run):
         assert Path(work, f"evaluate/{name}/val2/ap.png").stat().st_size > 0
 
 
-def test_the_same_seed_gives_the_same_rows_and_lsda_run_keeps_ray_quiet(
-    tiny_world, tmp_path, ray_local
-):
-    """The whole pipeline twice on the same dataset and seed, every stage from scratch: the
-    same rows. The test-size world and a few training steps (determinism does not depend on
-    size; the quick run above has rows to check). The second run is ``lsda run`` in its own
-    process, with its own local Ray beside this one: its console holds our lines only."""
+def test_two_runs_at_once_give_the_same_rows_and_keep_ray_quiet(tiny_world, tmp_path):
+    """``lsda run`` twice at the same time on the same dataset and seed, each in its own
+    process with its own local Ray instance (and this session's beside them): every stage
+    from scratch, the same rows, and consoles that hold our lines only. The test-size world
+    and a few training steps: determinism does not depend on size."""
     config = tmp_path / "smoke.yaml"
     config.write_text(smoke_config())
-    first = run_pipeline(tiny_world, str(tmp_path / "first"), str(config), True, progress=False)
-    second_work = tmp_path / "second"
-    argv = ["run", "--data", tiny_world, "--work", str(second_work), "--config", str(config)]
-    cli = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *argv, "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    console = (cli.stdout + cli.stderr).splitlines()
-    print("lsda run --quick, its console:", *console[:40], sep="\n")
-    assert cli.returncode == 0, cli.stderr[-3000:]
-    noise = [x for x in console if RAY_INTERNAL_LINE.match(x) or "pid=" in x or "Ray" in x]
-    assert noise == [] and not any("Traceback" in x for x in console)
-    assert console[0] == "== extract" and console[-1].startswith("report: ")
-    second = json.loads((second_work / "report/metrics.json").read_text())
-    keys = ("map_heldout", "map_trained", "map_all")
-    runs = [[[r["name"], *(r[k] for k in keys)] for r in doc["rows"]] for doc in (first, second)]
-    print("the pipeline twice, rows (name, held-out, trained, all):", *runs)
-    for a, b in zip(*runs, strict=True):
+    runs = {}
+    for name in ("first", "second"):
+        argv = ["run", "--data", tiny_world, "--work", str(tmp_path / name), "--config"]
+        runs[name] = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", *argv, str(config), "--quick"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    rows = []
+    for name, proc in runs.items():
+        console = proc.communicate(timeout=900)[0].splitlines()
+        print(f"lsda run --quick ({name}), its console:", *console[:40], sep="\n")
+        assert proc.returncode == 0, "\n".join(console[-30:])
+        noise = [x for x in console if RAY_INTERNAL_LINE.match(x) or "pid=" in x or "Ray" in x]
+        assert noise == [] and not any("Traceback" in x for x in console)
+        assert console[0] == "== extract" and console[-1].startswith("report: ")
+        doc = json.loads((tmp_path / name / "report/metrics.json").read_text())
+        keys = ("map_heldout", "map_trained", "map_all")
+        rows.append([[r["name"], *(r[k] for k in keys)] for r in doc["rows"]])
+    print("two runs, rows (name, held-out, trained, all):", *rows)
+    for a, b in zip(*rows, strict=True):
         assert a[0] == b[0]
         for x, y in zip(a[1:], b[1:], strict=True):
             assert (x is None and y is None) or x == pytest.approx(y, abs=0.001)  # 0.1 mAP
