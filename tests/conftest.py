@@ -21,6 +21,11 @@ import pytest
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 
+# Ray Train's controller looks at its workers every 2 s, so each fit's start and end wait up
+# to that long; the suite runs about thirty small fits. Set before any Ray instance starts
+# (its processes, and the `lsda` commands the tests run, inherit it).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> str:

@@ -4,21 +4,17 @@ its outputs."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
-from pipeline.io.ray_env import RAY_INTERNAL_LINE
 from pipeline.run import run_pipeline
 from pipeline.toyworld.generate import generate
 from pipeline.workdir import ablation_models
 from schemas.config import PipelineConfig, toyworld_config
 from schemas.metrics import validate_detector_metrics, validate_report
-from tests.conftest import smoke_config
 
 pytestmark = pytest.mark.slow
 CONFIG = "toyworld"
@@ -58,40 +54,6 @@ def test_the_ablation_reproduces_the_papers_ordering(quick_run):
         metrics = json.loads(Path(work, f"evaluate/{name}/val2/metrics.json").read_text())
         assert validate_detector_metrics(metrics) == []
         assert Path(work, f"evaluate/{name}/val2/ap.png").stat().st_size > 0
-
-
-def test_two_runs_at_once_give_the_same_rows_and_keep_ray_quiet(tiny_world, tmp_path):
-    """``lsda run`` twice at the same time on the same dataset and seed, each in its own
-    process with its own local Ray instance (and this session's beside them): every stage
-    from scratch, the same rows, and consoles that hold our lines only. The test-size world
-    and a few training steps: determinism does not depend on size."""
-    config = tmp_path / "smoke.yaml"
-    config.write_text(smoke_config())
-    runs = {}
-    for name in ("first", "second"):
-        argv = ["run", "--data", tiny_world, "--work", str(tmp_path / name), "--config"]
-        runs[name] = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", *argv, str(config), "--quick"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    rows = []
-    for name, proc in runs.items():
-        console = proc.communicate(timeout=900)[0].splitlines()
-        print(f"lsda run --quick ({name}), its console:", *console[:40], sep="\n")
-        assert proc.returncode == 0, "\n".join(console[-30:])
-        noise = [x for x in console if RAY_INTERNAL_LINE.match(x) or "pid=" in x or "Ray" in x]
-        assert noise == [] and not any("Traceback" in x for x in console)
-        assert console[0] == "== extract" and console[-1].startswith("report: ")
-        doc = json.loads((tmp_path / name / "report/metrics.json").read_text())
-        keys = ("map_heldout", "map_trained", "map_all")
-        rows.append([[r["name"], *(r[k] for k in keys)] for r in doc["rows"]])
-    print("two runs, rows (name, held-out, trained, all):", *rows)
-    for a, b in zip(*rows, strict=True):
-        assert a[0] == b[0]
-        for x, y in zip(a[1:], b[1:], strict=True):
-            assert (x is None and y is None) or x == pytest.approx(y, abs=0.001)  # 0.1 mAP
 
 
 def test_report_page_and_charts(quick_run):
