@@ -114,19 +114,28 @@ def ray_local(_ray_session):
     return _ray_session
 
 
-def smoke_config() -> str:
+def smoke_config(shard_size: int = 4, workers: int = 2) -> str:
     """The toyworld config with a [quick] section small enough for the test-size world: the
-    whole pipeline in about a minute, for tests of plumbing rather than of learning."""
+    whole pipeline in about a minute, for tests of plumbing rather than of learning. Small
+    shards make several per split (what fault tests need); one worker saves a process and
+    the process group in each of the four fits."""
     import yaml
 
     doc = yaml.safe_load(Path(__file__).parents[1].joinpath("configs/toyworld.yaml").read_text())
-    doc["extract"]["shard_size"] = 4
+    doc["extract"]["shard_size"] = shard_size
+    fit = {"workers": workers}
     doc["quick"] = {
-        "train_cls": {"epochs": 2},
-        "train_det": {"iterations": 20, "checkpoint_every": 10},
-        "run": {"draw": 1},
+        "train_cls": {"epochs": 2, **fit},
+        "train_det": {"iterations": 20, "checkpoint_every": 10, **fit},
+        "run": {"draw": 1, "actors": workers},
     }
     return yaml.safe_dump(doc)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The slow modules first (the order pytest-xdist hands modules to its two processes), so
+    that the last module to run is a short one, not an end-to-end run left on its own."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)  # stable
 
 
 @dataclass

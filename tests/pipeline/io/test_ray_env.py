@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.io.ray_env import RAY_INTERNAL_LINE
 
 CORE_LINE = (
@@ -36,3 +38,33 @@ def test_the_driver_stderr_filter_drops_core_lines_and_keeps_the_rest_to_the_end
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert out.stderr.splitlines() == ["first line of ours", "last line of ours"]
+
+
+def test_a_slow_start_is_retried_then_named(monkeypatch):
+    """Ray's node start-up has a fixed 30 s wait: a loaded machine can miss it once."""
+    import ray
+
+    from pipeline.io import ray_env
+
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) < 3:
+            raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_env.time, "sleep", lambda s: None)
+    ray_env.start_local_ray(num_cpus=1, log_to_driver=False)
+    assert len(calls) == 3
+    env = calls[-1]["runtime_env"]["env_vars"]
+    assert env["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{calls[-1]['dashboard_port']}"
+    assert calls[-1]["_node_ip_address"] == "127.0.0.1"
+
+    def never(**kwargs):
+        raise Exception("The current node timed out during startup.")
+
+    monkeypatch.setattr(ray, "init", never)
+    with pytest.raises(ray_env.RayStartError, match="did not start in 3 tries.*timed out"):
+        ray_env.start_local_ray(num_cpus=1, log_to_driver=False)
