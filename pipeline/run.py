@@ -25,11 +25,12 @@ from schemas.config import RunConfig, load_config
 
 
 class Timings(dict):
-    """Seconds per stage (summed over its calls), printed as each stage starts."""
+    """Seconds per stage (summed over its calls); each call announced as it starts, with what
+    it makes (``label``)."""
 
-    def __call__(self, title: str, fn, /, *args, **kwargs):
+    def __call__(self, title: str, fn, /, *args, label: str = "", **kwargs):
         t0 = time.time()
-        print(f"== {title}", flush=True)
+        print(f"== {title} {label}".rstrip(), flush=True)
         out = fn(*args, **kwargs)
         self[title] = round(self.get(title, 0) + time.time() - t0, 1)
         return out
@@ -51,6 +52,7 @@ def extract_all(data: str, work: str, cfg: RunConfig, timed: Timings, progress: 
             progress=progress,
             oracle=oracle,
             sets=cfg.categories,
+            label=split + (" (oracle's windows)" if oracle else ""),
         )
         print(format_summary(summary), flush=True)
 
@@ -68,14 +70,23 @@ def train_all(data: str, work: str, cfg: RunConfig, timed: Timings) -> None:
     }
     for row, train_cfg in finetunes.items():
         name = FINETUNES[row]
-        timed("train-det", run_train_det, data, work, train_cfg, name=name, sets=cfg.categories)
+        timed(
+            "train-det",
+            run_train_det,
+            data,
+            work,
+            train_cfg,
+            name=name,
+            sets=cfg.categories,
+            label=row,
+        )
 
 
 def adapt_all(data: str, work: str, cfg: RunConfig, timed: Timings) -> None:
     base = FINETUNES["all-layers"]
     k, num_b = cfg.run.k, len(set_b(data, cfg.categories))
-    timed("adapt", run_adapt, work, base, k, name=knn_name(k))
-    timed("adapt", run_adapt, work, base, num_b, name=AVG_OFFSET)
+    timed("adapt", run_adapt, work, base, k, name=knn_name(k), label=knn_name(k))
+    timed("adapt", run_adapt, work, base, num_b, name=AVG_OFFSET, label=AVG_OFFSET)
 
 
 def detect_and_evaluate(data: str, work: str, cfg: RunConfig, timed: Timings) -> dict[str, dict]:
@@ -96,7 +107,7 @@ def detect_and_evaluate(data: str, work: str, cfg: RunConfig, timed: Timings) ->
     )
     b, held = set_b(data, cfg.categories), held_back(data, cfg.categories)
     return {
-        row: timed("evaluate", run_evaluate, data, work, row, split, b, held_back=held)
+        row: timed("evaluate", run_evaluate, data, work, row, split, b, held_back=held, label=row)
         for row in models
     }
 

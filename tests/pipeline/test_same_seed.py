@@ -48,7 +48,7 @@ def test_two_runs_at_once_give_the_same_rows_and_keep_ray_quiet(tiny_world, tmp_
         # crashes still shows: Ray retries its task, and the user should know.)
         noise = [x for x in console if RAY_INTERNAL_LINE.match(x) or any(n in x for n in NOISE)]
         assert noise == []
-        assert console[0] == "== extract" and console[-1].startswith("report: ")
+        assert console[0] == "== extract cls" and console[-1].startswith("report: ")
         doc = json.loads((tmp_path / name / "report/metrics.json").read_text())
         keys = ("map_heldout", "map_trained", "map_all")
         rows.append([[r["name"], *(r[k] for k in keys)] for r in doc["rows"]])
