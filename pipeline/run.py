@@ -11,8 +11,7 @@ import dataclasses
 import time
 
 from pipeline.adapt.stage import run_adapt
-from pipeline.data.categories import read_categories
-from pipeline.data.category_sets import held_back, set_b
+from pipeline.data.category_sets import CategoryRoles, category_roles
 from pipeline.detect.stage import run_detect
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.stage import run_evaluate
@@ -82,14 +81,16 @@ def train_all(data: str, work: str, cfg: RunConfig, timed: Timings) -> None:
         )
 
 
-def adapt_all(data: str, work: str, cfg: RunConfig, timed: Timings) -> None:
+def adapt_all(work: str, cfg: RunConfig, roles: CategoryRoles, timed: Timings) -> None:
     base = FINETUNES["all-layers"]
-    k, num_b = cfg.run.k, len(set_b(data, cfg.categories))
+    k, num_b = cfg.run.k, len(roles.set_b)
     timed("adapt", run_adapt, work, base, k, name=knn_name(k), label=knn_name(k))
     timed("adapt", run_adapt, work, base, num_b, name=AVG_OFFSET, label=AVG_OFFSET)
 
 
-def detect_and_evaluate(data: str, work: str, cfg: RunConfig, timed: Timings) -> dict[str, dict]:
+def detect_and_evaluate(
+    data: str, work: str, cfg: RunConfig, roles: CategoryRoles, timed: Timings
+) -> dict[str, dict]:
     """Every row's detector on the evaluation split; each row's metrics."""
     wd, split = WorkDir(work), cfg.run.eval_split
     models = {row: wd.model(stem) for row, stem in ablation_models(cfg.run.k).items()}
@@ -105,7 +106,7 @@ def detect_and_evaluate(data: str, work: str, cfg: RunConfig, timed: Timings) ->
         proposals=cfg.extract,
         scoring=cfg.scoring,
     )
-    b, held = set_b(data, cfg.categories), held_back(data, cfg.categories)
+    b, held = roles.set_b, roles.held_back
     return {
         row: timed("evaluate", run_evaluate, data, work, row, split, b, held_back=held, label=row)
         for row in models
@@ -117,12 +118,12 @@ def run_pipeline(
 ) -> dict:
     data, work = storage.absolute(data), storage.absolute(work)
     cfg = load_config(config, quick)
-    read_categories(data)  # a dataset root without its category list fails here, before Ray
+    roles = category_roles(data, cfg.categories)  # no category list: fails here, before Ray
     timed = Timings()
     t0 = time.time()
     extract_all(data, work, cfg, timed, progress)
     train_all(data, work, cfg, timed)
-    adapt_all(data, work, cfg, timed)
-    metrics = detect_and_evaluate(data, work, cfg, timed)
+    adapt_all(work, cfg, roles, timed)
+    metrics = detect_and_evaluate(data, work, cfg, roles, timed)
     timed["total"] = round(time.time() - t0, 1)
     return timed("report", write_report, data, work, metrics, cfg.run, timed)

@@ -15,6 +15,7 @@ A split name is ``det-train``, ``val1``, ``val2``, ``cls`` or ``images`` (``dete
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
 from pipeline.io import storage
@@ -106,9 +107,15 @@ class WorkDir:
     def evaluation(self, model: str, split: str) -> str:
         return self._join("evaluate", model, split)
 
-    def metrics(self, model: str, split: str, level: str = "category") -> str:
+    def evaluation_file(self, model: str, split: str, name: str, level: str = "category") -> str:
+        """``metrics.json``, ``ap.png``, ``errors.png`` of an evaluation; at the WordNet
+        parents' level (``score-vocab --hierarchy``) ``metrics-parent.json`` and so on."""
+        stem, ext = posixpath.splitext(name)
         suffix = "" if level == "category" else f"-{level}"
-        return storage.join(self.evaluation(model, split), f"metrics{suffix}.json")
+        return storage.join(self.evaluation(model, split), f"{stem}{suffix}{ext}")
+
+    def metrics(self, model: str, split: str, level: str = "category") -> str:
+        return self.evaluation_file(model, split, "metrics.json", level)
 
     def report(self) -> str:
         return self._join("report")

@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.io.ray_env import free_port
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 
@@ -35,12 +35,6 @@ def tiny_world(tmp_path_factory) -> str:
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     """A moto S3 server on loopback, stopped by handle at the end of the session."""
@@ -49,7 +43,7 @@ def s3_server():
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -151,7 +145,7 @@ def ray_head(s3_server):
     environment holds the S3 credentials (a cluster's instance role), and ``python`` is this
     venv's. Stopped by its pid: SIGTERM drains the node and stops what it started."""
     tmp = tempfile.mkdtemp(prefix="lsda-head-")  # short: Ray's socket paths live under it
-    gcs, dashboard, client, agent = (_free_port() for _ in range(4))
+    gcs, dashboard, client, agent = (free_port() for _ in range(4))
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,

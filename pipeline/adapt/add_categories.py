@@ -62,9 +62,10 @@ def load_new_images(url: str, cls_size: int, max_pixels: int) -> tuple[dict, lis
 def sample_negatives(work: str, budget: int) -> tuple[np.ndarray, list[str]]:
     """About ``budget`` classification images from evenly spaced cls shards (shards hold
     consecutive synsets, so spacing them spreads the sample over the vocabulary)."""
-    urls = WorkDir(work).extract_parts("cls", "cls")
+    wd = WorkDir(work)
+    urls = wd.extract_parts("cls", "cls")
     if not urls:
-        raise FileNotFoundError(f"no classification shards under {WorkDir(work).extract('cls')}")
+        raise FileNotFoundError(f"no classification shards under {wd.extract('cls')}")
     pixels, wnids = [], []
     for i in np.linspace(0, len(urls) - 1, num=min(len(urls), 64)).round().astype(int):
         t = storage.read_table(urls[i], ["wnid", "size", "pixels"])

@@ -3,8 +3,6 @@ Ray Data: the fan-out ``detect`` and ``score-vocab`` share."""
 
 from __future__ import annotations
 
-import posixpath
-
 import numpy as np
 import pyarrow as pa
 
@@ -30,15 +28,12 @@ def _inputs(work: str, split: str | None, images: list[str] | None):
     import ray.data
 
     if images:
-        items = [
-            {"image_id": posixpath.splitext(posixpath.basename(u))[0], "image_url": u, "boxes": []}
-            for u in images
-        ]
+        items = [{"image_id": storage.stem(u), "image_url": u, "boxes": []} for u in images]
         return ray.data.from_items(items), len(items)
-    urls = WorkDir(work).extract_parts(split, "proposals")
+    wd = WorkDir(work)
+    urls = wd.extract_parts(split, "proposals")
     if not urls:
-        where = WorkDir(work).extract(split)
-        raise FileNotFoundError(f"no proposals under {where}: run lsda extract")
+        raise FileNotFoundError(f"no proposals under {wd.extract(split)}: run lsda extract")
     ds = read_parquet(urls, ["image_id", "image_url", "boxes"])
     return ds, ds.count()
 

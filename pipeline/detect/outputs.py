@@ -6,7 +6,6 @@ score), ``_SUCCESS``, and with ``draw`` the drawn images."""
 from __future__ import annotations
 
 import json
-import posixpath
 
 import numpy as np
 import pyarrow as pa
@@ -88,7 +87,7 @@ def finished(work: str, name: str, split: str) -> bool:
 
 def ds_urls(work: str, split: str, images: list[str] | None) -> dict[str, str]:
     if images:
-        return {posixpath.splitext(posixpath.basename(u))[0]: u for u in images}
+        return {storage.stem(u): u for u in images}
     urls = WorkDir(work).extract_parts(split, "proposals")
     tables = [storage.read_table(u, ["image_id", "image_url"]) for u in urls]
     return {r["image_id"]: r["image_url"] for t in tables for r in t.to_pylist()}

@@ -133,9 +133,8 @@ def run_evaluate(
     results = evaluate_detections(load_detections(work, name, split, set(gt)), gt, wnids)
     doc = _metrics(name, split, level, gt, results, wnids, names, sets, similar)
     wd = WorkDir(work)
-    out, suffix = wd.evaluation(name, split), "" if level == "category" else f"-{level}"
     storage.write_text(wd.metrics(name, split, level), json.dumps(doc, indent=1))
-    ap_chart(doc, storage.join(out, f"ap{suffix}.png"))
+    ap_chart(doc, wd.evaluation_file(name, split, "ap.png", level))
     if doc["errors_heldout"]:
-        error_chart({name: doc}, [name], storage.join(out, f"errors{suffix}.png"))
+        error_chart({name: doc}, [name], wd.evaluation_file(name, split, "errors.png", level))
     return doc

@@ -214,7 +214,7 @@ def _fan_out(units: list[dict], split, sdir, cfg, windows, params, workers) -> i
 def _problem_rows(split: str, problems: list[Problem]) -> list[dict]:
     return [
         {
-            "image_id": posixpath.splitext(posixpath.basename(p.url))[0],
+            "image_id": storage.stem(p.url),
             "image_url": p.url,
             "split": split,
             "shard": -1,

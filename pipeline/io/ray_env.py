@@ -53,7 +53,8 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in (*FORWARDED_VARS, *QUIET_DEFAULTS) if os.environ.get(k)}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -70,7 +71,7 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
         logging.getLogger(name).setLevel(logging.ERROR)
     last: Exception | None = None
     for attempt in range(START_ATTEMPTS):
-        port = _free_port()  # the dashboard serves the State API: ours, by address
+        port = free_port()  # the dashboard serves the State API: ours, by address
         env = {**worker_env(), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         try:
             ray.init(

@@ -68,6 +68,11 @@ def to_url(root_url: str, path: str) -> str:
     return prefix + path
 
 
+def stem(url: str) -> str:
+    """A file's name without folder and extension: an image's id (ILSVRC names ids so)."""
+    return posixpath.splitext(posixpath.basename(url))[0]
+
+
 def exists(url: str) -> bool:
     fs, path = get_fs(url)
     return fs.exists(path)

@@ -20,8 +20,7 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.categories import read_categories
-from pipeline.data.category_sets import held_back, set_b
+from pipeline.data.category_sets import CategoryRoles, category_roles
 from pipeline.extract.stage import TRAINING_SPLITS, extraction_params
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
@@ -188,17 +187,17 @@ def _window_shards(wd: WorkDir, cfg: TrainConfig, payload: dict) -> list[str]:
 
 
 def _trained_categories(
-    data: str, urls: list[str], cfg: TrainConfig, sets: CategorySplit, categories, cls_url: str
+    urls: list[str], cfg: TrainConfig, roles: CategoryRoles, categories, cls_url: str
 ) -> list[str]:
     """The categories whose rows this fine-tune trains (set B; every one for the oracle),
     each with windows, and every window label known to the classifier."""
     counts = _label_counts(urls)
-    excluded = set(held_back(data, sets))
+    excluded = set(roles.held_back)
     unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND} - excluded)
     if unknown:
         raise ValueError(f"{cls_url}: its category map lacks window labels {unknown[:10]}")
-    det = [c.wnid for c in read_categories(data) if c.wnid not in excluded]
-    trained = det if cfg.oracle else set_b(data, sets)
+    det = [w for w in roles.detection if w not in excluded]
+    trained = det if cfg.oracle else roles.set_b
     empty = [w for w in trained if counts[w] == 0]
     if empty or counts[BACKGROUND] == 0:
         raise ValueError(f"no training windows for {', '.join(empty[:10]) or BACKGROUND}")
@@ -223,9 +222,10 @@ def run_train_det(
     _, categories, payload = load_model(cls_url)
     size = payload["input_size"]
     urls = _window_shards(wd, cfg, payload)
-    b = set_b(data, sets)
+    roles = category_roles(data, sets)
+    b = roles.set_b
     _check_labelling(work, "all" if cfg.oracle else b, cfg, sets)
-    trained = _trained_categories(data, urls, cfg, sets, categories, cls_url)
+    trained = _trained_categories(urls, cfg, roles, categories, cls_url)
     layers = parse_layers(cfg.train_layers)
     bg = categories.background_row
     trained_rows = [bg] + (categories.rows(trained) if "fcB" in layers else [])
