@@ -1,17 +1,19 @@
 """Classification images: ``CLS/train/<wnid>/<name>.JPEG`` folders, or ``<wnid>.tar`` files.
 
-Tar members are indexed by offset and size (one header walk per tar), so training reads a
-member with one ranged request. Members with absolute paths or ``..`` are refused.
+Tar members are indexed by offset and size from their headers alone (``tar_index``), so a
+later stage reads a member with one ranged request. Members with absolute paths or ``..`` are
+refused. These readers walk a dataset in the calling process (``lsda check-data``, tests); the
+extraction indexes a dataset in parallel and caches the tars' indexes (``cls_index``).
 """
 
 from __future__ import annotations
 
 import posixpath
-import tarfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pipeline.data import layout
+from pipeline.data.tar_index import BLOCK, scan_tar
 from pipeline.io import storage
 from schemas.records import ClsImage, DataError, Problem
 
@@ -28,21 +30,31 @@ class ClsIndex:
         return counts
 
 
-def read_cls_folders(url: str, known_wnids: Collection[str] | None = None) -> ClsIndex:
-    """``<url>/<wnid>/<name>.JPEG``: one recursive listing."""
+def folder_entries(url: str, wnid: str | None = None) -> ClsIndex:
+    """The images under ``url``: ``<wnid>/<name>.JPEG``, or ``<name>.JPEG`` if ``wnid`` is given
+    (one class folder). One recursive listing."""
     index = ClsIndex()
     base = storage.get_fs(url)[1].rstrip("/") + "/"
     for file_url in storage.find(url):
         rel = storage.get_fs(file_url)[1][len(base) :]
-        parts = rel.split("/")
+        parts = [wnid, *rel.split("/")] if wnid else rel.split("/")
         if len(parts) != 2 or not rel.lower().endswith(layout.IMAGE_SUFFIXES):
             index.problems.append(Problem(file_url, "unexpected-file", "not <wnid>/<image>"))
             continue
-        wnid, name = parts[0], posixpath.splitext(parts[1])[0]
-        if known_wnids is not None and wnid not in known_wnids:
-            index.problems.append(Problem(file_url, "unknown-category", f"{wnid} not known"))
-            continue
-        index.images.append(ClsImage(wnid, name, file_url))
+        index.images.append(ClsImage(parts[0], posixpath.splitext(parts[1])[0], file_url))
+    return index
+
+
+def read_cls_folders(url: str, known_wnids: Collection[str] | None = None) -> ClsIndex:
+    """``<url>/<wnid>/<name>.JPEG``: one recursive listing."""
+    found = folder_entries(url)
+    index = ClsIndex(problems=found.problems)
+    for image in found.images:
+        if known_wnids is not None and image.wnid not in known_wnids:
+            problem = Problem(image.url, "unknown-category", f"{image.wnid} not known")
+            index.problems.append(problem)
+        else:
+            index.images.append(image)
     return index
 
 
@@ -50,22 +62,38 @@ def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.split("/")
 
 
-def index_tar(url: str, wnid: str) -> ClsIndex:
+def tar_entries(url: str, wnid: str, tar_size: int | None = None) -> tuple[ClsIndex, int]:
+    """The images of one ``<wnid>.tar`` and its problems, from its headers alone; and the
+    bytes read to find them."""
     index = ClsIndex()
     fs, path = storage.get_fs(url)
     try:
-        with fs.open(path, "rb", block_size=1 << 20) as f, tarfile.open(fileobj=f, mode="r:") as t:
-            for member in t:
-                if _unsafe(member.name):
-                    index.problems.append(
-                        Problem(f"{url}:{member.name}", "unsafe-tar-member", "absolute or '..'")
-                    )
-                elif member.isfile() and member.name.lower().endswith(layout.IMAGE_SUFFIXES):
-                    name = posixpath.splitext(posixpath.basename(member.name))[0]
-                    index.images.append(ClsImage(wnid, name, url, member.offset_data, member.size))
-    except (tarfile.TarError, OSError) as exc:
+        tar_size = fs.size(path) if tar_size is None else tar_size
+        # cache_type "none": each header is one ranged read of 512 bytes, no read-ahead
+        with fs.open(path, "rb", block_size=BLOCK, cache_type="none") as f:
+
+            def read_at(offset: int, n: int) -> bytes:
+                f.seek(offset)
+                return f.read(n)
+
+            scan = scan_tar(read_at, tar_size)
+    except OSError as exc:
         index.problems.append(Problem(url, "bad-tar", f"{type(exc).__name__}: {exc}"))
-    return index
+        return index, 0
+    for member in scan.members:
+        where = f"{url}:{member.name}"
+        if member.kind == "dir":
+            continue
+        if _unsafe(member.name):
+            index.problems.append(Problem(where, "unsafe-tar-member", "absolute or '..'"))
+        elif member.kind != "file" or not member.name.lower().endswith(layout.IMAGE_SUFFIXES):
+            index.problems.append(Problem(where, "unexpected-file", f"{member.kind}, not an image"))
+        else:
+            name = posixpath.splitext(posixpath.basename(member.name))[0]
+            index.images.append(ClsImage(wnid, name, url, member.offset_data, member.size))
+    for name, kind, message in scan.problems:
+        index.problems.append(Problem(f"{url}:{name}" if name else url, kind, message))
+    return index, scan.bytes_read
 
 
 def read_cls_tars(url: str, known_wnids: Collection[str] | None = None) -> ClsIndex:
@@ -76,7 +104,7 @@ def read_cls_tars(url: str, known_wnids: Collection[str] | None = None) -> ClsIn
         if known_wnids is not None and wnid not in known_wnids:
             index.problems.append(Problem(tar_url, "unknown-category", f"{wnid} not known"))
             continue
-        part = index_tar(tar_url, wnid)
+        part, _ = tar_entries(tar_url, wnid)
         index.images += part.images
         index.problems += part.problems
     return index
