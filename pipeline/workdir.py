@@ -1,8 +1,9 @@
 """The work dir's layout and every artifact's name, in one place: no other module builds a
 path under WORK.
 
-    WORK/extract/<split>[-oracle]/  params.json, manifest/, proposals/, windows/ or cls/,
-                                   quarantine/, _done/ (one marker per finished shard)
+    WORK/index/cls/                the tars' cached member indexes (<wnid>-<key>.parquet)
+    WORK/extract/<split>[-oracle]/  params.json, plan/, manifest/, proposals/, windows/ or
+                                   cls/, _done/ (one marker per finished shard)
     WORK/train/<run>/              Ray Train's checkpoints of a fine-tune in progress
     WORK/models/                   cls.pt, det-<fine-tune>.pt, detector-<adapted>.pt
     WORK/adapt/<name>/             neighbours.parquet (who lent each held-out row its offset)
@@ -67,6 +68,10 @@ class WorkDir:
     def extract(self, split: str, oracle: bool = False) -> str:
         """``split``'s extraction: labelled by set B's boxes, or by every box (oracle)."""
         return self._join("extract", labelled_split(split, oracle))
+
+    def index(self, kind: str) -> str:
+        """Cached input indexes (``cls``: one Parquet file per tar)."""
+        return self._join("index", kind)
 
     def extract_parts(self, split: str, output: str, oracle: bool = False) -> list[str]:
         """The Parquet files of one output (``windows``, ``cls``, ``proposals``) of a split."""

@@ -130,3 +130,28 @@ def read_cls_bytes(image: ClsImage) -> bytes:
     if len(data) != image.size:
         raise DataError(Problem(image.url, "truncated-tar", f"member {image.name} is truncated"))
     return data
+
+
+def read_cls_many(images: list[ClsImage]) -> list[bytes | Exception]:
+    """The bytes of many images in two batched calls (files, then tar members by byte range),
+    which s3fs runs as concurrent requests; a failed read is returned as its exception."""
+    out: list[bytes | Exception] = [b""] * len(images)
+    files = [i for i, image in enumerate(images) if not image.in_tar]
+    got_files = storage.read_many([images[i].url for i in files])
+    for i in files:
+        out[i] = got_files[images[i].url]
+    members = [i for i, image in enumerate(images) if image.in_tar]
+    if members:
+        fs, _ = storage.get_fs(images[members[0]].url)
+        got = fs.cat_ranges(
+            [storage.get_fs(images[i].url)[1] for i in members],
+            [images[i].offset for i in members],
+            [images[i].offset + images[i].size for i in members],
+            on_error="return",
+        )
+        for i, data in zip(members, got, strict=True):
+            image = images[i]
+            if not isinstance(data, Exception) and len(data) != image.size:
+                data = DataError(Problem(image.url, "truncated-tar", f"{image.name} is cut short"))
+            out[i] = data
+    return out

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.data.boxes import best_overlap
-from pipeline.data.cls_reader import read_cls_bytes
+from pipeline.data.cls_reader import read_cls_many
 from pipeline.extract.proposals import selective_search
 from pipeline.extract.warp import context_padding, resize_square, warp_windows
 from pipeline.io import storage
@@ -109,8 +109,28 @@ def _decode(data: bytes, cfg: ExtractConfig, min_side: int):
     return decode_rgb(data, cfg.max_pixels, min_side, cfg.pixel_mean)
 
 
-def process_det_image(item: dict, cfg: ExtractConfig, with_windows: bool, out: ShardOutput):
-    """Proposals (and windows) of one detection image; returns (proposals, windows, note)."""
+def stored_proposals(split_dir: str, shard: int) -> dict[str, np.ndarray]:
+    """The proposals another extraction of the same images stored for ``shard`` (its part and
+    its retries' parts), by image id."""
+    fs, path = storage.get_fs(storage.join(split_dir, "proposals"))
+    found: dict[str, np.ndarray] = {}
+    for part in sorted(fs.glob(f"{path}/{part_name(shard)}*.parquet")):
+        table = storage.read_table(storage.to_url(split_dir, part), ["image_id", "boxes"])
+        for image_id, boxes in zip(*table.to_pydict().values(), strict=True):
+            found[image_id] = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return found
+
+
+def process_det_image(
+    item: dict,
+    cfg: ExtractConfig,
+    with_windows: bool,
+    out: ShardOutput,
+    known: dict[str, np.ndarray] | None = None,
+):
+    """Proposals (and windows) of one detection image; returns (proposals, windows, note).
+    Proposals found in ``known`` (box-independent: another labelling of the same images) are
+    reused, not searched again."""
     image, note = _decode(storage.read_bytes(item["image_url"]), cfg, cfg.min_box)
     h, w = image.shape[:2]
     if (w, h) != (item["width"], item["height"]):
@@ -118,7 +138,11 @@ def process_det_image(item: dict, cfg: ExtractConfig, with_windows: bool, out: S
             "size-mismatch",
             f"image is {w}x{h}, its annotation says {item['width']}x{item['height']}",
         )
-    props = selective_search(image, cfg.resize_width, cfg.max_proposals, cfg.min_box, cfg.ss_mode)
+    props = (known or {}).get(item["image_id"])
+    if props is None:
+        props = selective_search(
+            image, cfg.resize_width, cfg.max_proposals, cfg.min_box, cfg.ss_mode
+        )
     out.proposals.append(
         {
             "image_id": item["image_id"],
@@ -152,9 +176,21 @@ def process_det_image(item: dict, cfg: ExtractConfig, with_windows: bool, out: S
     return len(props), len(encoded), note
 
 
-def process_cls_image(item: dict, cfg: ExtractConfig, out: ShardOutput):
+def prefetch_cls(items: list[dict]) -> dict[str, bytes | Exception]:
+    """Every image of a cls shard in one batched call (concurrent ranged GETs on object
+    storage), by image id; a read that failed is its exception."""
+    images = [
+        ClsImage(it["wnid"], it["name"], it["image_url"], it["offset"], it["size"]) for it in items
+    ]
+    got = read_cls_many(images)
+    return {it["image_id"]: got[i] for i, it in enumerate(items)}
+
+
+def process_cls_image(item: dict, cfg: ExtractConfig, out: ShardOutput, data: bytes | Exception):
+    if isinstance(data, Exception):
+        raise data
     image = ClsImage(item["wnid"], item["name"], item["image_url"], item["offset"], item["size"])
-    rgb, note = _decode(read_cls_bytes(image), cfg, 1)
+    rgb, note = _decode(data, cfg, 1)
     pixels = resize_square(rgb, cfg.cls_size)
     out.cls.append(
         {
@@ -177,14 +213,18 @@ def process_shard(
     windows: bool,
     params: dict | None = None,
     attempt: int = 0,
+    proposals_from: str | None = None,
 ) -> list[dict]:
     """Process and write one shard (``attempt`` > 0: a retry of some of its images); return
     the manifest rows of ``items``, one per image.
 
-    ``params`` (the run's settings) go into every Parquet file's metadata."""
+    ``params`` (the run's settings) go into every Parquet file's metadata; ``proposals_from``
+    is an extraction of the same images whose proposals are reused."""
     cv2.setNumThreads(1)  # one task per core: OpenCV's own threads only contend
     out = ShardOutput()
     node = _node()
+    fetched = prefetch_cls(items) if split == "cls" else {}
+    known = stored_proposals(proposals_from, shard) if proposals_from else None
     for item in items:
         t0 = time.perf_counter()
         row = {
@@ -201,9 +241,10 @@ def process_shard(
         }
         try:
             if split == "cls":
-                n_props, n_win, note = process_cls_image(item, cfg, out)
+                data = fetched[item["image_id"]]
+                n_props, n_win, note = process_cls_image(item, cfg, out, data)
             else:
-                n_props, n_win, note = process_det_image(item, cfg, windows, out)
+                n_props, n_win, note = process_det_image(item, cfg, windows, out, known)
             row.update(proposals=n_props, windows=n_win, note=note)
         except ImageError as exc:
             row.update(status="quarantined", reason=f"{exc.kind}: {exc.message}")
@@ -253,6 +294,8 @@ def write_shard(
         "windows_per_class": dict(per_class),
         "retry": [r["image_id"] for r in manifest if r["reason"].startswith(RETRYABLE)],
         "attempt": attempt,
+        "reasons": Counter(r["reason"].split(":")[0] for r in manifest if r["reason"]),
+        "proposals": sum(r["proposals"] for r in manifest if r["status"] == "done"),
     }
     storage.write_text(marker_url(split_dir, shard), json.dumps(marker))
 

@@ -1,10 +1,16 @@
-"""``lsda extract``: fan extraction shards out over Ray Data and account for every image.
+"""``lsda extract``: plan a split's shards, fan them out over Ray Data, account for every image.
 
-Layout under ``WORK/extract/<split>/``: ``params.json`` (the settings this directory was made
-with), ``proposals/``, ``windows/`` or ``cls/`` and ``manifest/`` Parquet parts named
-``part-NNNNN.parquet`` (plus ``part-NNNNN-retryA.parquet`` for images that could not be read
-the first time), ``_done/part-NNNNN.json`` markers, and at the end ``manifest.parquet`` (every
-input image: done or quarantined with the reason), ``summary.json`` and ``_SUCCESS``.
+The driver never reads the dataset's bytes nor holds a row per image: classification images
+are indexed by Ray tasks (``pipeline.data.cls_index``), the shards are planned by Ray tasks
+on Arrow tables (``pipeline.extract.plan``), and each shard task reads its own rows.
+
+Layout under ``WORK/extract/<split>/``: ``params.json`` (the settings and inputs this
+directory was made with), ``plan/`` (the shards' rows), ``proposals/``, ``windows/`` or
+``cls/`` and ``manifest/`` Parquet parts named ``part-NNNNN.parquet`` (plus
+``part-NNNNN-retryA.parquet`` for images that could not be read the first time; the readers'
+refusals in ``manifest/part-readers.parquet``), ``_done/part-NNNNN.json`` markers, and at the
+end ``summary.json`` and ``_SUCCESS``. ``manifest/`` is one Parquet dataset: every input
+image, done or quarantined with the reason (``read_manifest``).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import pyarrow as pa
 
 from pipeline.data.categories import read_categories
 from pipeline.data.category_sets import set_b
+from pipeline.data.cls_index import index_cls
 from pipeline.data.cls_reader import read_cls_images
 from pipeline.data.det_reader import read_det_split
+from pipeline.extract import plan as planner
 from pipeline.extract import shard
 from pipeline.io import storage
 from pipeline.io.ray_env import ensure_ray, remote_args
@@ -32,7 +40,10 @@ from schemas.records import Problem
 # 2: training splits are sharded in a seeded cross-class order (``mixed_order``), not by name.
 # 3: training windows are labelled with set B's boxes only (the oracle's: ``<split>-oracle``);
 #    proposal shards no longer carry the ground truth.
-EXTRACT_VERSION = 3
+# 4: shards planned by Ray tasks (``plan/``); the manifest is the ``manifest/`` dataset; the
+#    input fingerprint is the plan's.
+EXTRACT_VERSION = 4
+PROPOSAL_SETTINGS = ("resize_width", "max_proposals", "min_box", "ss_mode")
 TRAINING_SPLITS = ("det-train", "val1")
 
 
@@ -114,17 +125,16 @@ def mixed_order(items: list[dict], seed: int) -> list[dict]:
 
 
 def _params(
-    split: str, cfg: ExtractConfig, windows: bool, items: list[dict], boxes_of: list[str] | str
+    split: str, cfg: ExtractConfig, windows: bool, plan: planner.Plan, boxes_of: list[str] | str
 ) -> dict:
-    digest = hashlib.sha1("\n".join(it["image_id"] for it in items).encode()).hexdigest()
     return {
         "version": EXTRACT_VERSION,
         "split": split,
         "windows": windows,
         "boxes_of": boxes_of,  # the categories whose boxes label the windows, or "all"
         "config": to_dict(cfg),
-        "images": len(items),
-        "images_sha1": digest,
+        "images": plan.rows,
+        "images_sha1": plan.sha1,
     }
 
 
@@ -143,33 +153,56 @@ def extracted_with(work: str, split: str) -> ExtractConfig | None:
     return ExtractConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def _check_params(sdir: str, params: dict, overwrite: bool) -> None:
-    """Refuse to mix results of other settings or inputs into ``sdir``; record ``params``."""
+def _stale(sdir: str, params: dict) -> str | None:
+    """Why ``sdir`` cannot take results made with ``params`` (None: it can); records them."""
     url = storage.join(sdir, "params.json")
-    if storage.exists(url) and not overwrite:
+    if storage.exists(url):
         old = json.loads(storage.read_text(url))
         if old != json.loads(json.dumps(params)):
             changed = sorted(k for k in params if old.get(k) != json.loads(json.dumps(params[k])))
-            raise StaleWorkDir(
+            return (
                 f"{sdir} was extracted with other settings or inputs ({', '.join(changed)} "
                 "differ); use another --work directory or --overwrite"
             )
-        return
-    if overwrite:
-        fs, path = storage.get_fs(sdir)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        return None
     storage.write_text(url, json.dumps(params, indent=1))
+    return None
+
+
+def _remove(url: str) -> None:
+    fs, path = storage.get_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _run_shard(
-    batch: dict, split: str, sdir: str, cfg: ExtractConfig, windows: bool, params: dict
+    batch: dict,
+    split: str,
+    sdir: str,
+    cfg: ExtractConfig,
+    windows: bool,
+    params: dict,
+    proposals_from: str | None,
 ) -> dict:
     rows: list[dict] = []
-    for index, attempt, items in zip(batch["shard"], batch["attempt"], batch["items"], strict=True):
-        items = json.loads(items)
+    for unit in batch["unit"]:
+        unit = json.loads(unit)
+        items = planner.read_shard(unit["files"], unit["shard"])
+        if unit["only"]:
+            only = set(unit["only"])
+            items = [it for it in items if it["image_id"] in only]
+        if split != "cls":
+            items = [{**it, "boxes": json.loads(it["boxes"])} for it in items]
         rows += shard.process_shard(
-            int(index), items, split, sdir, cfg, windows, params, int(attempt)
+            unit["shard"],
+            items,
+            split,
+            sdir,
+            cfg,
+            windows,
+            params,
+            unit["attempt"],
+            proposals_from,
         )
     return {name: [r[name] for r in rows] for name in MANIFEST_SCHEMA.names}
 
@@ -180,54 +213,99 @@ def _read_markers(sdir: str) -> dict[int, dict]:
     return {m["shard"]: m for m in (json.loads(v) for v in got.values())}
 
 
-def _work_units(shards: dict[int, list[dict]], markers: dict[int, dict]) -> list[dict]:
-    """Shards without a marker, whole; finished shards with unreadable images, those images."""
-    units = [
-        {"shard": s, "attempt": 0, "items": it} for s, it in shards.items() if s not in markers
-    ]
+def _work_units(plan: planner.Plan, markers: dict[int, dict]) -> list[dict]:
+    """Shards without a marker, whole; finished shards with unreadable images, those images.
+    A unit names its shard and the plan files holding its rows, never the rows."""
+
+    def unit(s: int, attempt: int = 0, only: list[str] = ()) -> dict:
+        return {"shard": s, "attempt": attempt, "files": plan.files_of(s), "only": list(only)}
+
+    units = [unit(s) for s in range(plan.shards) if s not in markers]
     for s, m in sorted(markers.items()):
         if m.get("retry"):
-            again = set(m["retry"])
-            items = [it for it in shards[s] if it["image_id"] in again]
-            units.append({"shard": s, "attempt": m.get("attempt", 0) + 1, "items": items})
+            units.append(unit(s, m.get("attempt", 0) + 1, m["retry"]))
     return units
 
 
-def _fan_out(units: list[dict], split, sdir, cfg, windows, params, workers) -> int:
+def _fan_out(units: list[dict], split, sdir, cfg, windows, params, workers, proposals_from) -> int:
     import ray.data
 
     ds = ray.data.from_items(
-        [{**u, "items": json.dumps(u["items"])} for u in units],
-        override_num_blocks=len(units),
+        [{"unit": json.dumps(u)} for u in units], override_num_blocks=len(units)
     )
     ds = ds.map_batches(
         _run_shard,
         batch_size=1,
         compute=ray.data.TaskPoolStrategy(size=min(workers, len(units)) if workers else None),
-        fn_kwargs={"split": split, "sdir": sdir, "cfg": cfg, "windows": windows, "params": params},
+        fn_kwargs={
+            "split": split,
+            "sdir": sdir,
+            "cfg": cfg,
+            "windows": windows,
+            "params": params,
+            "proposals_from": proposals_from,
+        },
         num_cpus=1,
         **remote_args(),
     )
     return sum(1 for _ in ds.iter_rows())
 
 
-def _problem_rows(split: str, problems: list[Problem]) -> list[dict]:
-    return [
+def _refused_rows(split: str, refused: pa.Table) -> pa.Table:
+    """The manifest's rows for inputs the readers refused (or found twice): shard -1."""
+    n = refused.num_rows
+    return pa.table(
         {
-            "image_id": storage.stem(p.url),
-            "image_url": p.url,
-            "split": split,
-            "shard": -1,
-            "status": "quarantined",
-            "reason": f"{p.kind}: {p.message}",
-            "note": "",
-            "proposals": 0,
-            "windows": 0,
-            "node": "",
-            "seconds": 0.0,
-        }
+            "image_id": refused.column("image_id"),
+            "image_url": refused.column("image_url"),
+            "split": [split] * n,
+            "shard": pa.array([-1] * n, pa.int32()),
+            "status": ["quarantined"] * n,
+            "reason": refused.column(planner.PROBLEM),
+            "note": [""] * n,
+            "proposals": pa.array([0] * n, pa.int32()),
+            "windows": pa.array([0] * n, pa.int32()),
+            "node": [""] * n,
+            "seconds": pa.array([0.0] * n, pa.float32()),
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+
+
+def _problems_table(problems: list[Problem]) -> pa.Table:
+    rows = [
+        {"image_id": storage.stem(p.url), "image_url": p.url, "problem": f"{p.kind}: {p.message}"}
         for p in problems
     ]
+    return pa.Table.from_pylist(rows, schema=planner.REFUSED_SCHEMA)
+
+
+def _inputs(data: str, work: str, split: str, cfg: ExtractConfig, boxes_of) -> tuple:
+    """Index tables (object refs), their row counts and the problems found before them."""
+    import ray
+
+    if split == "cls":
+        refs, counts, problems = index_cls(data, WorkDir(work).index("cls"))
+        return refs, [c["rows"] for c in counts], problems
+    items, problems = load_inputs(data, split)
+    if boxes_of != "all":  # set A's boxes stop here: no later stage can read them
+        items = only_boxes_of(items, boxes_of)
+    if split == "det-train":
+        items = cap_per_class(items, cfg.train_images_per_class)
+    table = pa.Table.from_pylist([{**it, "boxes": json.dumps(it["boxes"])} for it in items])
+    return [ray.put(table)], [table.num_rows], problems
+
+
+def reusable_proposals(work: str, split: str, cfg: ExtractConfig, plan: planner.Plan) -> str | None:
+    """The set-B extraction of ``split`` whose proposals the oracle's can reuse: finished,
+    with the same proposal settings and the same images in the same shards."""
+    params = extraction_params(work, split)
+    sdir = WorkDir(work).extract(split)
+    if params is None or not storage.exists(storage.join(sdir, "_SUCCESS")):
+        return None
+    same = all(params["config"][k] == getattr(cfg, k) for k in PROPOSAL_SETTINGS)
+    same_shards = params["config"]["shard_size"] == cfg.shard_size
+    return sdir if same and same_shards and params["images_sha1"] == plan.sha1 else None
 
 
 def run_extract(
@@ -243,41 +321,44 @@ def run_extract(
     sets: CategorySplit = CategorySplit(),
 ) -> dict:
     """Extract one split; returns the summary (also written to ``summary.json``). Windows are
-    labelled with set B's boxes (``sets``), or with every box under ``<split>-oracle``."""
+    labelled with set B's boxes (``sets``), or with every box under ``<split>-oracle``; the
+    oracle's reuse the proposals of the set-B extraction when it is there."""
     t0 = time.time()
     windows = split in TRAINING_SPLITS if windows is None else windows
     if oracle and not windows:
         raise ValueError("oracle labels training windows: extract it with windows")
-    items, problems = load_inputs(data, split)
-    boxes_of: list[str] | str = "all"
-    if windows and not oracle:  # set A's boxes stop here: no later stage can read them
-        boxes_of = set_b(data, sets)
-        items = only_boxes_of(items, boxes_of)
-    if split == "det-train":
-        items = cap_per_class(items, cfg.train_images_per_class)
-    if (windows or split == "cls") and cfg.shard_order == "mixed":
-        items = mixed_order(items, cfg.seed)
     sdir = WorkDir(work).extract(split, oracle)
-    params = _params(split, cfg, windows, items, boxes_of)
-    _check_params(sdir, params, overwrite)
-    shards = {
-        i // cfg.shard_size: items[i : i + cfg.shard_size]
-        for i in range(0, len(items), cfg.shard_size)
-    }
-    units = _work_units(shards, _read_markers(sdir))
+    if overwrite:
+        _remove(sdir)
+    boxes_of = set_b(data, sets) if windows and not oracle else "all"
+    ensure_ray()
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    refs, counts, problems = _inputs(data, work, split, cfg, boxes_of)
+    mixed = (windows or split == "cls") and cfg.shard_order == "mixed"
+    plan_root = storage.join(sdir, "plan")
+    plan = planner.plan_split(
+        refs, counts, "mixed" if mixed else "sorted", cfg.seed, cfg.shard_size, plan_root
+    )
+    params = _params(split, cfg, windows, plan, boxes_of)
+    if reason := _stale(sdir, params):
+        planner.discard(plan_root, plan)
+        raise StaleWorkDir(reason)
+    planner.commit(plan_root, plan)
+    refused = pa.concat_tables([_problems_table(problems), plan.refused])
+    proposals_from = reusable_proposals(work, split, cfg, plan) if oracle else None
+    units = _work_units(plan, _read_markers(sdir))
     processed = 0
     if units:
-        ensure_ray()
-        import ray.data
-
-        ray.data.DataContext.get_current().enable_progress_bars = progress
-        processed = _fan_out(units, split, sdir, cfg, windows, params, workers)
-    summary = _finish(sdir, split, shards, problems, len(items))
+        processed = _fan_out(units, split, sdir, cfg, windows, params, workers, proposals_from)
+    summary = _finish(sdir, split, plan, refused, params)
     summary["split"] = labelled_split(split, oracle)
     summary.update(
-        resumed_shards=len(shards) - sum(1 for u in units if not u["attempt"]),
-        retried_images=sum(len(u["items"]) for u in units if u["attempt"]),
+        resumed_shards=plan.shards - sum(1 for u in units if not u["attempt"]),
+        retried_images=sum(len(u["only"]) for u in units if u["attempt"]),
         processed_images=processed,
+        proposals_reused=proposals_from is not None,
         seconds=round(time.time() - t0, 2),
         images_per_second=round(processed / max(time.time() - t0, 1e-9), 2),
     )
@@ -286,37 +367,43 @@ def run_extract(
     return summary
 
 
-def _finish(sdir: str, split: str, shards: dict, problems: list[Problem], n_items: int) -> dict:
-    """One manifest for the split; checks that every input image is accounted for once."""
-    tables = [storage.read_table(shard.part_url(sdir, "manifest", s)) for s in shards]
-    tables.append(pa.Table.from_pylist(_problem_rows(split, problems), schema=MANIFEST_SCHEMA))
-    manifest = pa.concat_tables(
-        [t.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA) for t in tables]
-    )
-    ids = manifest.column("image_id").to_pylist()
-    if manifest.num_rows != n_items + len(problems) or len(set(ids)) < n_items:
+def read_manifest(sdir: str) -> pa.Table:
+    """Every input image of an extraction, done or quarantined (the ``manifest/`` dataset)."""
+    return storage.read_table(storage.join(sdir, "manifest"))
+
+
+def _finish(sdir: str, split: str, plan: planner.Plan, refused: pa.Table, params: dict) -> dict:
+    """The split's summary, from the shards' markers: every planned image accounted for once.
+    The manifest stays one Parquet part per shard (no merge in the driver)."""
+    readers = _refused_rows(split, refused)
+    url = storage.join(sdir, "manifest", "part-readers.parquet")
+    storage.write_table(url, readers.replace_schema_metadata({b"lsda": json.dumps(params)}))
+    markers = _read_markers(sdir)
+    missing = [s for s in range(plan.shards) if s not in markers]
+    images = sum(markers[s]["images"] for s in range(plan.shards) if s in markers)
+    if missing or images != plan.rows:
         raise RuntimeError(
-            f"{sdir}: manifest has {manifest.num_rows} rows for "
-            f"{n_items} images + {len(problems)} problems"
+            f"{sdir}: {images} images in the shards' markers for {plan.rows} planned; "
+            f"{len(missing)} shards unfinished"
         )
-    storage.write_table(storage.join(sdir, "manifest.parquet"), manifest)
-    status = Counter(manifest.column("status").to_pylist())
     per_class: Counter = Counter()
-    for marker in _read_markers(sdir).values():
-        per_class.update(marker.get("windows_per_class", {}))
-    done = manifest.filter(pa.compute.equal(manifest.column("status"), "done"))
-    props = done.column("proposals").to_pylist()
-    reasons = Counter(r.split(":")[0] for r in manifest.column("reason").to_pylist() if r)
+    reasons: Counter = Counter(r.split(":")[0] for r in refused.column(planner.PROBLEM).to_pylist())
+    done = proposals = 0
+    for m in markers.values():
+        per_class.update(m.get("windows_per_class", {}))
+        reasons.update(m.get("reasons", {}))
+        done += m.get("done", 0)
+        proposals += m.get("proposals", 0)
     return {
         "split": split,
-        "images": manifest.num_rows,
-        "done": status.get("done", 0),
-        "quarantined": status.get("quarantined", 0),
+        "images": plan.rows + refused.num_rows,
+        "done": done,
+        "quarantined": plan.rows + refused.num_rows - done,
         "quarantine_reasons": dict(reasons),
-        "proposals_per_image": round(sum(props) / max(len(props), 1), 1),
+        "proposals_per_image": round(proposals / max(done, 1), 1),
         "windows": sum(per_class.values()),
         "windows_per_class": dict(sorted(per_class.items())),
-        "shards": len(shards),
+        "shards": plan.shards,
     }
 
 

@@ -137,17 +137,18 @@ def makedirs(url: str) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
-def write_table(url: str, table) -> None:
+def write_table(url: str, table, row_group_size: int | None = None) -> None:
     """A pyarrow Table as one Parquet file, committed atomically like write_bytes."""
     import pyarrow.parquet as pq
 
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
     write_bytes(url, buf.getvalue())
 
 
-def read_table(url: str, columns: list[str] | None = None):
+def read_table(url: str, columns: list[str] | None = None, filters=None):
+    """One Parquet file, or every file of a folder of them, as one table."""
     import pyarrow.parquet as pq
 
     fs, path = get_fs(url)
-    return pq.read_table(path, filesystem=fs, columns=columns)
+    return pq.read_table(path, filesystem=fs, columns=columns, filters=filters)

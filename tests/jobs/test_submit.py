@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.data.det_reader import read_det_split
+from pipeline.extract.stage import read_manifest
 from pipeline.io import storage
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
@@ -116,7 +117,7 @@ def _objects(url: str) -> dict[str, tuple]:
 
 
 def _manifest(work: str) -> dict[str, dict]:
-    rows = storage.read_table(f"{work}/extract/val2/manifest.parquet").to_pylist()
+    rows = read_manifest(f"{work}/extract/val2").to_pylist()
     return {r["image_url"]: r for r in rows}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.extract.stage import run_extract
+from pipeline.extract.stage import read_manifest, run_extract
 from pipeline.toyworld.generate import generate
 from pipeline.workdir import WorkDir
 from schemas.config import load_config, toyworld_config
@@ -126,7 +126,7 @@ def test_extraction_spreads_over_nodes_and_survives_losing_one(cluster, world, t
     summary = _finished(thread, out, 300)
     print(f"extraction over 3 nodes, one removed after {finished_before}/24 shards: "
           f"{time.time() - t0:.1f} s")  # fmt: skip
-    manifest = pq.read_table(f"{WorkDir(work).extract('val2')}/manifest.parquet").to_pylist()
+    manifest = read_manifest(WorkDir(work).extract("val2")).to_pylist()
     ids = [r["image_id"] for r in manifest]
     assert len(ids) == len(set(ids)) == 24 and summary["done"] == 24
     nodes = {r["node"] for r in manifest}

@@ -19,11 +19,13 @@ from PIL import Image
 from pipeline.data import layout
 from pipeline.data.annotations import annotation_xml
 from pipeline.extract import shard
+from pipeline.extract.plan import REFUSED_SCHEMA, Plan
 from pipeline.extract.stage import (
     StaleWorkDir,
     _read_markers,
     _work_units,
     load_inputs,
+    read_manifest,
     run_extract,
 )
 from pipeline.extract.warp import context_padding, warp_windows
@@ -49,7 +51,7 @@ def test_val1_windows_and_proposals(tiny_world, tmp_path, ray_local):
     summary = run_extract(tiny_world, work, "val1", CFG, progress=False)
     sdir = WorkDir(work).extract("val1")
     assert summary["done"] == 8 and summary["quarantined"] == 0 and summary["shards"] == 2
-    manifest = pq.read_table(f"{sdir}/manifest.parquet")
+    manifest = read_manifest(sdir)
     assert manifest.schema.equals(MANIFEST_SCHEMA)
     assert sorted(manifest.column("image_id").to_pylist()) == sorted(
         n for n in Path(tiny_world, "devkit/data/val1.txt").read_text().split() if "_" in n
@@ -124,9 +126,7 @@ def test_bad_inputs_are_quarantined_and_counted(dirty_world, tmp_path, ray_local
     summary = run_extract(str(dirty_world), str(tmp_path / "w"), "val", cfg, progress=False)
     rows = {
         r["image_id"]: r
-        for r in pq.read_table(
-            f"{WorkDir(str(tmp_path / 'w')).extract('val')}/manifest.parquet"
-        ).to_pylist()
+        for r in read_manifest(WorkDir(str(tmp_path / "w")).extract("val")).to_pylist()
     }
     assert summary["images"] == len(rows) == 16 + 9
     reasons = {k: r["reason"].split(":")[0] for k, r in rows.items() if r["status"] != "done"}
@@ -154,7 +154,7 @@ def test_resume_redoes_only_unfinished_shards(tiny_world, tmp_path, ray_local):
     summary = run_extract(tiny_world, work, "val2", CFG, progress=False)
     assert summary["resumed_shards"] == 1 and summary["processed_images"] == 4
     assert kept.stat().st_mtime_ns == kept_mtime
-    ids = pq.read_table(f"{sdir}/manifest.parquet").column("image_id").to_pylist()
+    ids = read_manifest(sdir).column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 8
     with pytest.raises(StaleWorkDir, match="config"):
         other = replace(CFG, min_box=9)
@@ -196,9 +196,12 @@ def test_a_retry_completes_unreadable_images_and_leaves_the_rest(tiny_world, tmp
     markers = _read_markers(sdir)
     assert sorted(markers[0]["retry"]) == sorted(items[i]["image_id"] for i in (1, 3))
     monkeypatch.setattr(shard.storage, "read_bytes", read)
-    (unit,) = _work_units({0: items}, markers)
-    assert unit["attempt"] == 1 and [i["image_url"] for i in unit["items"]] == sorted(flaky)
-    shard.process_shard(0, unit["items"], "val2", sdir, CFG, True, attempt=1)
+    plan = Plan("p", [("range-0", 0, 4)], 4, 4, "", REFUSED_SCHEMA.empty_table())
+    (unit,) = _work_units(plan, markers)
+    assert unit["attempt"] == 1 and unit["files"] == ["range-0"]
+    again = [it for it in items if it["image_id"] in unit["only"]]
+    assert [i["image_url"] for i in again] == sorted(flaky)
+    shard.process_shard(0, again, "val2", sdir, CFG, True, attempt=1)
     manifest = pq.read_table(shard.part_url(sdir, "manifest", 0)).to_pylist()
     assert [r["status"] for r in manifest] == ["done"] * 4
     assert [r["image_id"] for r in manifest] == [i["image_id"] for i in items]
@@ -209,7 +212,7 @@ def test_a_retry_completes_unreadable_images_and_leaves_the_rest(tiny_world, tmp
     assert marker["retry"] == [] and marker["done"] == 4 and marker["attempt"] == 1
     windows = [pq.read_table(p).num_rows for p in _parts(sdir, "windows")]
     assert sum(marker["windows_per_class"].values()) == sum(windows)
-    assert _work_units({0: items}, _read_markers(sdir)) == []
+    assert _work_units(plan, _read_markers(sdir)) == []
 
 
 def _interrupt_midway(cmd: list[str], env: dict, work: Path, attempts: int = 3) -> int:
@@ -266,7 +269,7 @@ def test_interrupted_job_resumes_without_duplicates(tiny_world, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["resumed_shards"] >= finished and summary["done"] == 16
-    ids = pq.read_table(work / "extract/val/manifest.parquet").column("image_id").to_pylist()
+    ids = read_manifest(str(work / "extract/val")).column("image_id").to_pylist()
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 16
 
 
@@ -278,7 +281,7 @@ def test_extract_from_and_to_s3(tiny_world, s3_bucket, ray_local):
     generate(data, toyworld_config("test", seed=3, det_categories=4, val1_scenes=4), progress=False)
     summary = run_extract(data, work, "val1", CFG, progress=False)
     assert summary["done"] == 4 and summary["quarantined"] == 0
-    manifest = storage.read_table(f"{work}/extract/val1/manifest.parquet")
+    manifest = read_manifest(f"{work}/extract/val1")
     assert manifest.num_rows == 4 and manifest.column("image_url")[0].as_py().startswith("s3://")
     assert storage.read_table(f"{work}/extract/val1/windows/part-00000.parquet").num_rows > 0
 
