@@ -136,17 +136,18 @@ def _tar_table(source: Source, index_dir: str, cached: bool) -> tuple[pa.Table, 
 def index_sources(sources: list[Source], index_dir: str, cached: set[str]) -> tuple:
     """One index task: the sources' rows as one table; its row count and the tar bytes read
     (returned apart, so that the driver fetches two numbers and leaves the table where it is)."""
-    tables, bytes_read = [], 0
+    tables, bytes_read, scanned = [], 0, 0
     for source in sources:
         if source.kind == "folder":
             index = folder_entries(source.url, source.wnid)
             tables.append(pa.Table.from_pylist(_rows(index), schema=INDEX_SCHEMA))
         else:
-            table, n = _tar_table(source, index_dir, source.part_name in cached)
+            is_cached = source.part_name in cached
+            table, n = _tar_table(source, index_dir, is_cached)
             tables.append(table)
-            bytes_read += n
+            bytes_read, scanned = bytes_read + n, scanned + (not is_cached)
     table = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
-    return table, {"rows": table.num_rows, "tar_bytes_read": bytes_read}
+    return table, {"rows": table.num_rows, "tars_scanned": scanned, "tar_bytes_read": bytes_read}
 
 
 def groups(sources: list[Source], per_task: int = SOURCES_PER_TASK) -> list[list[Source]]:

@@ -62,8 +62,9 @@ class Plan:
         i = max(0, bisect.bisect_right(starts, first) - 1)
         out = []
         while i < len(self.files) and self.files[i][1] < end:
-            if self.files[i][2] > first:
-                out.append(self.files[i][0])
+            url, start, stop = self.files[i]
+            if first < stop and start < stop:  # overlaps, and is not an empty range
+                out.append(url)
             i += 1
         return out
 

@@ -299,3 +299,21 @@ def test_det_train_cap_per_class_is_deterministic_and_per_synset():
     assert folders.count("n1") == 3 and folders.count("n2") == 2
     assert capped == cap_per_class(list(reversed(items)), 3)
     assert cap_per_class(items, 0) == items
+
+
+def _rows(sdir: str, output: str) -> list[dict]:
+    rows = [r for p in _parts(sdir, output) for r in pq.read_table(p).to_pylist()]
+    return sorted(rows, key=lambda r: (r["image_id"], r["source"], r["box"]))
+
+
+def test_the_oracle_reuses_proposals_and_gets_the_same_windows(tiny_world, tmp_path, ray_local):
+    """The oracle's windows from set B's proposals equal the ones it extracts from scratch."""
+    reused, scratch = str(tmp_path / "reused"), str(tmp_path / "scratch")
+    run_extract(tiny_world, reused, "val1", CFG, progress=False)
+    summary = run_extract(tiny_world, reused, "val1", CFG, progress=False, oracle=True)
+    alone = run_extract(tiny_world, scratch, "val1", CFG, progress=False, oracle=True)
+    assert summary["proposals_reused"] and not alone["proposals_reused"]
+    assert summary["windows_per_class"] == alone["windows_per_class"]
+    a, b = WorkDir(reused).extract("val1", oracle=True), WorkDir(scratch).extract("val1", True)
+    assert _rows(a, "windows") == _rows(b, "windows")
+    assert len({r["label"] for r in _rows(a, "windows")}) > 1
