@@ -4,9 +4,10 @@
 tar of ~110 KB JPEGs downloads nearly every byte. Here each header is one 512-byte read at a
 known offset (a ranged GET on object storage) and the data between headers is skipped, so
 indexing reads ~0.5% of an ImageNet tar. Tars of tiny members (under 8 KB) are read through a
-64 KB window instead: fewer requests, and their bytes are few. The formats ImageNet and the usual tools write are
-understood: POSIX ustar (with its name prefix), GNU long names (``L``/``K``) and base-256
-sizes, PAX extended headers (``x``, and ``g`` applied to what follows, as tarfile does).
+64 KB window instead: fewer requests, and their bytes are few. The formats ImageNet and the
+usual tools write are understood: POSIX ustar (with its name prefix), GNU long names
+(``L``/``K``) and base-256 sizes, PAX extended headers (``x``, and ``g`` applied to what
+follows, as tarfile does).
 
 Unlike ``tarfile``, which lists a member whose data runs past the end of the archive and
 stops without a word at a bad header, the scan reports both as problems.
