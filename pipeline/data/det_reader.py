@@ -43,21 +43,50 @@ def _stem_map(base_url: str, urls: list[str]) -> dict[str, str]:
     return out
 
 
+def det_train_folders(root: str) -> tuple[list[str], list[Problem]]:
+    """The synset folders of DET train (of its images or of its boxes), and stray files found
+    beside them: two listings of one level."""
+    names: set[str] = set()
+    problems = []
+    for sub in _DIRS["det-train"]:
+        url = storage.join(root, sub)
+        fs, path = storage.get_fs(url)
+        try:
+            entries = fs.ls(path, detail=True)
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            if e["type"] == "directory":
+                names.add(posixpath.basename(e["name"].rstrip("/")))
+            else:
+                where = storage.to_url(url, e["name"])
+                problems.append(Problem(where, "unexpected-file", "not in a synset folder"))
+    return sorted(names), problems
+
+
+def _find(url: str, suffixes: tuple[str, ...], folders: list[str] | None) -> list[str]:
+    if folders is None:
+        return storage.find(url, suffixes)
+    return [u for f in folders for u in storage.find(storage.join(url, f), suffixes)]
+
+
 def read_det_split(
     root: str,
     split: str,
     known_wnids: Collection[str] | None = None,
     strict: bool = False,
+    folders: list[str] | None = None,
 ) -> DetSplit:
     """Read ``det-train``, ``val`` or a named subset of val (``val1``, ``val2``, …).
 
     ``known_wnids`` (the detection categories) turns unknown object names into problems.
-    With ``strict`` the first problem raises a DataError naming the file.
+    With ``strict`` the first problem raises a DataError naming the file. ``folders`` limits
+    DET train to those synset folders (one Ray task reads a group of them).
     """
     image_dir, box_dir = _DIRS["det-train" if split == "det-train" else "val"]
     image_url, box_url = storage.join(root, image_dir), storage.join(root, box_dir)
-    images = _stem_map(image_url, storage.find(image_url, layout.IMAGE_SUFFIXES))
-    xmls = _stem_map(box_url, storage.find(box_url, (".xml",)))
+    images = _stem_map(image_url, _find(image_url, layout.IMAGE_SUFFIXES, folders))
+    xmls = _stem_map(box_url, _find(box_url, (".xml",), folders))
     result = DetSplit()
     if split in _DIRS:
         wanted = sorted(images.keys() | xmls.keys())
@@ -69,7 +98,7 @@ def read_det_split(
                 raise
             result.problems.append(exc.problem)
             wanted = []
-    if not wanted and not result.problems:
+    if not wanted and not result.problems and folders is None:
         result.problems.append(Problem(image_url, "empty-split", f"no images for split {split}"))
     contents = storage.read_many([xmls[s] for s in wanted if s in xmls and s in images])
     for stem in wanted:

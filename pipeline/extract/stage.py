@@ -15,21 +15,16 @@ image, done or quarantined with the reason (``read_manifest``).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import posixpath
 import time
 from collections import Counter
 
 import pyarrow as pa
 
-from pipeline.data.categories import read_categories
 from pipeline.data.category_sets import set_b
-from pipeline.data.cls_index import index_cls
-from pipeline.data.cls_reader import read_cls_images
-from pipeline.data.det_reader import read_det_split
 from pipeline.extract import plan as planner
 from pipeline.extract import shard
+from pipeline.extract.inputs import split_inputs
 from pipeline.io import storage
 from pipeline.io.ray_env import ensure_ray, remote_args
 from pipeline.workdir import WorkDir, labelled_split
@@ -49,79 +44,6 @@ TRAINING_SPLITS = ("det-train", "val1")
 
 class StaleWorkDir(RuntimeError):
     """The work dir holds an extraction made with other settings or other inputs."""
-
-
-def only_boxes_of(items: list[dict], wnids: list[str]) -> list[dict]:
-    """``items`` with the boxes of other categories removed: the paper's set A has no boxes, so
-    its objects are whatever set B's boxes make them (background unless they overlap one)."""
-    keep = set(wnids)
-    return [{**it, "boxes": [b for b in it["boxes"] if b[0] in keep]} for it in items]
-
-
-def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
-    """Items to extract (JSON-able dicts sorted by image id) and the readers' problems."""
-    if split == "cls":
-        index = read_cls_images(data)
-        items = [
-            {
-                "image_id": f"{i.wnid}/{i.name}",
-                "image_url": i.url,
-                "wnid": i.wnid,
-                "name": i.name,
-                "offset": i.offset,
-                "size": i.size,
-            }
-            for i in index.images
-        ]
-        problems = index.problems
-    else:
-        known = {c.wnid for c in read_categories(data)}
-        result = read_det_split(data, split, known)
-        items = [
-            {
-                "image_id": a.image_id,
-                "image_url": a.image_url,
-                "width": a.width,
-                "height": a.height,
-                "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
-            }
-            for a in result.annotations
-        ]
-        problems = result.problems
-    return sorted(items, key=lambda it: it["image_id"]), problems
-
-
-def cap_per_class(items: list[dict], limit: int) -> list[dict]:
-    """At most ``limit`` det-train images per synset folder (the paper's "up to 1000 train
-    images per class"), chosen by a hash of the image id: deterministic, and not biased
-    towards the start of the alphabet as a plain prefix would be."""
-    if limit <= 0:
-        return items
-    by_class: dict[str, list[dict]] = {}
-    for it in items:
-        by_class.setdefault(posixpath.basename(posixpath.dirname(it["image_url"])), []).append(it)
-    kept = []
-    for group in by_class.values():
-        group.sort(key=lambda it: hashlib.sha1(it["image_id"].encode()).hexdigest())
-        kept += group[:limit]
-    return sorted(kept, key=lambda it: it["image_id"])
-
-
-def mixed_order(items: list[dict], seed: int) -> list[dict]:
-    """``items`` in a seeded order that ignores the folders: sorted by a hash of (seed, image id).
-
-    ImageNet's folders are one class each and listings come back sorted, so shards cut from a
-    sorted listing hold one class each and training streams see a class at a time (a classifier
-    on 800 class-sorted categories stayed at chance). Hashing mixes every shard across the whole
-    split, costs one sort in the driver however many images there are, and keeps shard contents
-    a pure function of the inputs, so that a re-run resumes the same shards. Training then
-    shuffles the shard order every epoch (``pipeline.train.stream``).
-    """
-
-    def key(it: dict) -> str:
-        return hashlib.sha1(f"{seed}:{it['image_id']}".encode()).hexdigest()
-
-    return sorted(items, key=key)
 
 
 def _params(
@@ -280,22 +202,6 @@ def _problems_table(problems: list[Problem]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=planner.REFUSED_SCHEMA)
 
 
-def _inputs(data: str, work: str, split: str, cfg: ExtractConfig, boxes_of) -> tuple:
-    """Index tables (object refs), their row counts and the problems found before them."""
-    import ray
-
-    if split == "cls":
-        refs, counts, problems = index_cls(data, WorkDir(work).index("cls"))
-        return refs, [c["rows"] for c in counts], problems
-    items, problems = load_inputs(data, split)
-    if boxes_of != "all":  # set A's boxes stop here: no later stage can read them
-        items = only_boxes_of(items, boxes_of)
-    if split == "det-train":
-        items = cap_per_class(items, cfg.train_images_per_class)
-    table = pa.Table.from_pylist([{**it, "boxes": json.dumps(it["boxes"])} for it in items])
-    return [ray.put(table)], [table.num_rows], problems
-
-
 def reusable_proposals(work: str, split: str, cfg: ExtractConfig, plan: planner.Plan) -> str | None:
     """The set-B extraction of ``split`` whose proposals the oracle's can reuse: finished,
     with the same proposal settings and the same images in the same shards."""
@@ -335,7 +241,7 @@ def run_extract(
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = progress
-    refs, counts, problems = _inputs(data, work, split, cfg, boxes_of)
+    refs, counts, problems = split_inputs(data, work, split, cfg, boxes_of)
     mixed = (windows or split == "cls") and cfg.shard_order == "mixed"
     plan_root = storage.join(sdir, "plan")
     plan = planner.plan_split(

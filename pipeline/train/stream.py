@@ -1,10 +1,10 @@
 """Seeded, per-worker training streams over extraction shards, read by Ray Data.
 
 Mixing happens twice. Extraction already cuts the shards in a seeded cross-class order
-(``extract_stage.mixed_order``), so any shard is a sample of the whole split. Here, every pass
-over the data (a classifier epoch, a cycle of the detection windows) permutes the shard list
-with ``(seed, pass)``, deals it out to the workers (worker r takes every N-th shard from r),
-and each worker streams its shards through a local shuffle buffer seeded with
+(``pipeline.extract.inputs.mixed_order``), so any shard is a sample of the whole split. Here,
+every pass over the data (a classifier epoch, a cycle of the detection windows) permutes the
+shard list with ``(seed, pass)``, deals it out to the workers (worker r takes every N-th shard
+from r), and each worker streams its shards through a local shuffle buffer seeded with
 ``(seed, pass, rank)``. The order is random across the whole dataset and new every pass, memory
 stays at one buffer per worker whatever the dataset size, and nothing waits on a global
 shuffle that could deadlock against the training workers' CPUs.

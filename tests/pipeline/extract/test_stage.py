@@ -19,12 +19,12 @@ from PIL import Image
 from pipeline.data import layout
 from pipeline.data.annotations import annotation_xml
 from pipeline.extract import shard
+from pipeline.extract.inputs import load_inputs
 from pipeline.extract.plan import REFUSED_SCHEMA, Plan
 from pipeline.extract.stage import (
     StaleWorkDir,
     _read_markers,
     _work_units,
-    load_inputs,
     read_manifest,
     run_extract,
 )
@@ -287,7 +287,7 @@ def test_extract_from_and_to_s3(tiny_world, s3_bucket, ray_local):
 
 
 def test_det_train_cap_per_class_is_deterministic_and_per_synset():
-    from pipeline.extract.stage import cap_per_class
+    from pipeline.extract.inputs import cap_per_class
 
     items = [
         {"image_id": f"{w}_{i}", "image_url": f"r/ILSVRC2013_DET_train/{w}/{w}_{i}.JPEG"}

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.extract.stage import load_inputs, run_extract
+from pipeline.extract.inputs import load_inputs
+from pipeline.extract.stage import run_extract
 from pipeline.toyworld.generate import generate
 from pipeline.train.classifier import classification_categories, run_train_cls
 from pipeline.train.data import CLS_READER

@@ -1,0 +1,164 @@
+"""A split's inputs as Arrow tables in Ray's object store, read by Ray tasks: the driver lists
+folders and adds up counts, and never holds an image's row or an annotation's bytes.
+
+- ``cls``: the synsets' folders and tars, indexed in parallel (``pipeline.data.cls_index``).
+- ``det-train``: one task per group of synset folders reads their annotations, keeps set B's
+  boxes (``only_boxes_of``) and caps the images per synset (``cap_per_class``); both act per
+  image or per folder, so a task needs nothing from the others.
+- ``val`` and its subsets (20K images, one flat folder): one task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+
+import pyarrow as pa
+
+from pipeline.data import layout
+from pipeline.data.categories import read_categories
+from pipeline.data.cls_index import index_cls
+from pipeline.data.cls_reader import read_cls_images
+from pipeline.data.det_reader import det_train_folders, read_det_split
+from pipeline.io import storage
+from pipeline.workdir import WorkDir
+from schemas.config import ExtractConfig
+from schemas.records import Problem
+
+FOLDERS_PER_TASK = 16  # DET train synset folders per read task (~8K annotations)
+DET_INPUT_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("image_url", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("boxes", pa.string()),  # JSON: [[wnid, xmin, ymin, xmax, ymax], ...]
+    ]
+)
+
+
+def only_boxes_of(items: list[dict], wnids: list[str]) -> list[dict]:
+    """``items`` with the boxes of other categories removed: the paper's set A has no boxes, so
+    its objects are whatever set B's boxes make them (background unless they overlap one)."""
+    keep = set(wnids)
+    return [{**it, "boxes": [b for b in it["boxes"] if b[0] in keep]} for it in items]
+
+
+def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
+    """Items to extract (JSON-able dicts sorted by image id) and the readers' problems."""
+    if split == "cls":
+        index = read_cls_images(data)
+        items = [
+            {
+                "image_id": f"{i.wnid}/{i.name}",
+                "image_url": i.url,
+                "wnid": i.wnid,
+                "name": i.name,
+                "offset": i.offset,
+                "size": i.size,
+            }
+            for i in index.images
+        ]
+        problems = index.problems
+    else:
+        known = {c.wnid for c in read_categories(data)}
+        result = read_det_split(data, split, known)
+        items = [
+            {
+                "image_id": a.image_id,
+                "image_url": a.image_url,
+                "width": a.width,
+                "height": a.height,
+                "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
+            }
+            for a in result.annotations
+        ]
+        problems = result.problems
+    return sorted(items, key=lambda it: it["image_id"]), problems
+
+
+def cap_per_class(items: list[dict], limit: int) -> list[dict]:
+    """At most ``limit`` det-train images per synset folder (the paper's "up to 1000 train
+    images per class"), chosen by a hash of the image id: deterministic, and not biased
+    towards the start of the alphabet as a plain prefix would be."""
+    if limit <= 0:
+        return items
+    by_class: dict[str, list[dict]] = {}
+    for it in items:
+        by_class.setdefault(posixpath.basename(posixpath.dirname(it["image_url"])), []).append(it)
+    kept = []
+    for group in by_class.values():
+        group.sort(key=lambda it: hashlib.sha1(it["image_id"].encode()).hexdigest())
+        kept += group[:limit]
+    return sorted(kept, key=lambda it: it["image_id"])
+
+
+def mixed_order(items: list[dict], seed: int) -> list[dict]:
+    """``items`` in a seeded order that ignores the folders: sorted by a hash of (seed, image id).
+
+    ImageNet's folders are one class each and listings come back sorted, so shards cut from a
+    sorted listing hold one class each and training streams see a class at a time (a classifier
+    on 800 class-sorted categories stayed at chance). Hashing mixes every shard across the whole
+    split, costs one sort in the driver however many images there are, and keeps shard contents
+    a pure function of the inputs, so that a re-run resumes the same shards. Training then
+    shuffles the shard order every epoch (``pipeline.train.stream``).
+    """
+
+    def key(it: dict) -> str:
+        return hashlib.sha1(f"{seed}:{it['image_id']}".encode()).hexdigest()
+
+    return sorted(items, key=key)
+
+
+def det_table(
+    data: str, split: str, boxes_of: list[str] | str, cap: int, folders: list[str] | None
+) -> tuple[pa.Table, int, list[Problem]]:
+    """A read task: the annotated images of ``split`` (of ``folders`` only, for DET train) as
+    one table (boxes as JSON); its row count and the readers' problems."""
+    known = {c.wnid for c in read_categories(data)}
+    result = read_det_split(data, split, known, folders=folders)
+    items = [
+        {
+            "image_id": a.image_id,
+            "image_url": a.image_url,
+            "width": a.width,
+            "height": a.height,
+            "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
+        }
+        for a in result.annotations
+    ]
+    if boxes_of != "all":  # set A's boxes stop here: no later stage can read them
+        items = only_boxes_of(items, boxes_of)
+    if split == "det-train":
+        items = cap_per_class(items, cap)
+    rows = [{**it, "boxes": json.dumps(it["boxes"])} for it in items]
+    table = pa.Table.from_pylist(rows, schema=DET_INPUT_SCHEMA)
+    return table, table.num_rows, result.problems
+
+
+def split_inputs(
+    data: str, work: str, split: str, cfg: ExtractConfig, boxes_of: list[str] | str
+) -> tuple[list, list[int], list[Problem]]:
+    """``split``'s input tables (object refs), their row counts and the problems found."""
+    import ray
+
+    if split == "cls":
+        refs, counts, problems = index_cls(data, WorkDir(work).index("cls"))
+        return refs, [c["rows"] for c in counts], problems
+    problems: list[Problem] = []
+    groups: list[list[str] | None] = [None]
+    if split == "det-train":
+        folders, problems = det_train_folders(data)
+        groups = [
+            folders[i : i + FOLDERS_PER_TASK] for i in range(0, len(folders), FOLDERS_PER_TASK)
+        ]
+        if not folders:
+            where = storage.join(data, layout.DET_TRAIN_IMAGES)
+            problems.append(Problem(where, "empty-split", "no images for split det-train"))
+    task = ray.remote(num_cpus=1, num_returns=3)(det_table)
+    pending = [task.remote(data, split, boxes_of, cfg.train_images_per_class, g) for g in groups]
+    counts = ray.get([p[1] for p in pending])
+    for p in ray.get([p[2] for p in pending]):
+        problems += p
+    return [p[0] for p in pending], counts, problems

@@ -1,0 +1,37 @@
+"""DET train read by Ray tasks per group of synset folders: what one serial read gives."""
+
+import json
+from dataclasses import replace
+
+import pyarrow as pa
+
+from pipeline.data import layout
+from pipeline.extract import inputs
+from schemas.config import load_config
+
+CFG = replace(load_config("configs/toyworld.yaml").extract, train_images_per_class=0)
+
+
+def test_det_train_in_folder_groups_equals_one_serial_read(
+    tiny_world, tmp_path, ray_local, monkeypatch
+):
+    import ray
+
+    monkeypatch.setattr(inputs, "FOLDERS_PER_TASK", 1)  # a task per synset folder
+    refs, counts, problems = inputs.split_inputs(tiny_world, str(tmp_path), "det-train", CFG, "all")
+    assert len(refs) > 1 and problems == []
+    table = pa.concat_tables(ray.get(refs))
+    assert table.num_rows == sum(counts)
+    got = sorted((r["image_id"], r["image_url"], json.loads(r["boxes"])) for r in table.to_pylist())
+    serial, _ = inputs.load_inputs(tiny_world, "det-train")
+    assert got == sorted((it["image_id"], it["image_url"], it["boxes"]) for it in serial)
+
+
+def test_a_stray_file_beside_the_synset_folders_is_named(tiny_world, tmp_path, ray_local):
+    import shutil
+
+    root = tmp_path / "world"
+    shutil.copytree(tiny_world, root)
+    (root / layout.DET_TRAIN_IMAGES / "loose.JPEG").write_bytes(b"x")
+    _, _, problems = inputs.split_inputs(str(root), str(tmp_path / "w"), "det-train", CFG, "all")
+    assert [(p.kind, p.url.endswith("loose.JPEG")) for p in problems] == [("unexpected-file", True)]
