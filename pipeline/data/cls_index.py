@@ -61,26 +61,18 @@ class Source:
         return f"{self.wnid}-{self.key}.parquet"
 
 
-def _ls(url: str) -> list[dict]:
-    fs, path = storage.get_fs(url)
-    try:
-        return fs.ls(path, detail=True)
-    except FileNotFoundError:
-        return []
-
-
 def list_sources(root: str) -> tuple[list[Source], list[Problem]]:
     """Every synset folder and tar under ``root`` (two listings), sorted by synset, folders
     first; and the stray files found there."""
     sources, problems = [], []
     folders, tars = storage.join(root, layout.CLS_TRAIN), storage.join(root, layout.CLS_TARS)
-    for entry in _ls(folders):
+    for entry in storage.ls(folders):
         url = storage.to_url(folders, entry["name"])
         if entry["type"] == "directory":
             sources.append(Source(posixpath.basename(entry["name"]), url, "folder"))
         else:
             problems.append(Problem(url, "unexpected-file", "not <wnid>/<image>"))
-    for entry in _ls(tars):
+    for entry in storage.ls(tars):
         url = storage.to_url(tars, entry["name"])
         if entry["type"] == "file" and url.endswith(".tar"):
             version = str(entry.get("ETag") or entry.get("mtime") or "")
@@ -180,7 +172,7 @@ def index_cls(root: str, index_dir: str) -> tuple[list, list[dict], list[Problem
     import ray
 
     sources, problems = list_sources(root)
-    cached = {posixpath.basename(e["name"]) for e in _ls(index_dir)}
+    cached = {posixpath.basename(e["name"]) for e in storage.ls(index_dir)}
     task = ray.remote(num_returns=2, num_cpus=1)(index_sources)
     pending = [task.remote(g, index_dir, cached) for g in groups(sources)]
     refs = [table for table, _ in pending]

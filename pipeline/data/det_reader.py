@@ -50,12 +50,7 @@ def det_train_folders(root: str) -> tuple[list[str], list[Problem]]:
     problems = []
     for sub in _DIRS["det-train"]:
         url = storage.join(root, sub)
-        fs, path = storage.get_fs(url)
-        try:
-            entries = fs.ls(path, detail=True)
-        except FileNotFoundError:
-            continue
-        for e in entries:
+        for e in storage.ls(url):
             if e["type"] == "directory":
                 names.add(posixpath.basename(e["name"].rstrip("/")))
             else:

@@ -62,20 +62,27 @@ def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
         ]
         problems = index.problems
     else:
-        known = {c.wnid for c in read_categories(data)}
-        result = read_det_split(data, split, known)
-        items = [
-            {
-                "image_id": a.image_id,
-                "image_url": a.image_url,
-                "width": a.width,
-                "height": a.height,
-                "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
-            }
-            for a in result.annotations
-        ]
-        problems = result.problems
+        items, problems = _det_items(data, split)
     return sorted(items, key=lambda it: it["image_id"]), problems
+
+
+def _det_items(
+    data: str, split: str, folders: list[str] | None = None
+) -> tuple[list[dict], list[Problem]]:
+    """The annotated images of ``split`` (of ``folders`` only, for DET train) as dicts."""
+    known = {c.wnid for c in read_categories(data)}
+    result = read_det_split(data, split, known, folders=folders)
+    items = [
+        {
+            "image_id": a.image_id,
+            "image_url": a.image_url,
+            "width": a.width,
+            "height": a.height,
+            "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
+        }
+        for a in result.annotations
+    ]
+    return items, result.problems
 
 
 def cap_per_class(items: list[dict], limit: int) -> list[dict]:
@@ -116,25 +123,14 @@ def det_table(
 ) -> tuple[pa.Table, int, list[Problem]]:
     """A read task: the annotated images of ``split`` (of ``folders`` only, for DET train) as
     one table (boxes as JSON); its row count and the readers' problems."""
-    known = {c.wnid for c in read_categories(data)}
-    result = read_det_split(data, split, known, folders=folders)
-    items = [
-        {
-            "image_id": a.image_id,
-            "image_url": a.image_url,
-            "width": a.width,
-            "height": a.height,
-            "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
-        }
-        for a in result.annotations
-    ]
+    items, problems = _det_items(data, split, folders)
     if boxes_of != "all":  # set A's boxes stop here: no later stage can read them
         items = only_boxes_of(items, boxes_of)
     if split == "det-train":
         items = cap_per_class(items, cap)
     rows = [{**it, "boxes": json.dumps(it["boxes"])} for it in items]
     table = pa.Table.from_pylist(rows, schema=DET_INPUT_SCHEMA)
-    return table, table.num_rows, result.problems
+    return table, table.num_rows, problems
 
 
 def split_inputs(

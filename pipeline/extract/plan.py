@@ -185,20 +185,13 @@ def commit(plan_root: str, plan: Plan) -> None:
 
 
 def discard(plan_root: str, plan: Plan) -> None:
-    fs, path = storage.get_fs(storage.join(plan_root, plan.plan_id))
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    storage.remove_tree(storage.join(plan_root, plan.plan_id))
 
 
 def _remove_plans(plan_root: str, keep: str) -> None:
-    fs, root = storage.get_fs(plan_root)
-    try:
-        entries = fs.ls(root, detail=True)
-    except FileNotFoundError:
-        return
-    for e in entries:
+    for e in storage.ls(plan_root):
         if e["type"] == "directory" and e["name"].rstrip("/").rsplit("/", 1)[-1] != keep:
-            fs.rm(e["name"], recursive=True)
+            storage.remove_tree(storage.to_url(plan_root, e["name"]))
 
 
 def read_shard(files: list[str], shard: int) -> list[dict]:

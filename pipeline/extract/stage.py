@@ -91,12 +91,6 @@ def _stale(sdir: str, params: dict) -> str | None:
     return None
 
 
-def _remove(url: str) -> None:
-    fs, path = storage.get_fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
 def _run_shard(
     batch: dict,
     split: str,
@@ -235,7 +229,7 @@ def run_extract(
         raise ValueError("oracle labels training windows: extract it with windows")
     sdir = WorkDir(work).extract(split, oracle)
     if overwrite:
-        _remove(sdir)
+        storage.remove_tree(sdir)
     boxes_of = set_b(data, sets) if windows and not oracle else "all"
     ensure_ray()
     import ray.data

@@ -92,6 +92,23 @@ def find(url: str, suffixes: Iterable[str] = ()) -> list[str]:
     return sorted(to_url(url, p) for p in found if not suffixes or p.lower().endswith(suffixes))
 
 
+def ls(url: str) -> list[dict]:
+    """The entries of one folder level with their details (``name``, ``type``, ``size``, and
+    ``ETag`` or ``mtime``); a missing folder has none."""
+    fs, path = get_fs(url)
+    try:
+        return fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+
+
+def remove_tree(url: str) -> None:
+    """Delete a folder and everything under it, if it exists."""
+    fs, path = get_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def read_bytes(url: str) -> bytes:
     fs, path = get_fs(url)
     return fs.cat_file(path)
