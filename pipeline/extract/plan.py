@@ -97,7 +97,7 @@ def _duplicates(table: pa.Table) -> tuple[pa.Table, pa.Table]:
 def map_rows(ranges: int, order: str, seed: int, *tables: pa.Table) -> list:
     """A map task: ``ranges`` tables of keyed rows, the refused rows, the rows per range."""
     table = pa.concat_tables(tables, promote_options="permissive")
-    refused = [pa.table({"image_id": [], "image_url": [], PROBLEM: []}, REFUSED_SCHEMA)]
+    refused = [REFUSED_SCHEMA.empty_table()]
     if PROBLEM in table.column_names:
         bad = pc.not_equal(table.column(PROBLEM), "")
         refused.append(table.filter(bad).select(REFUSED_SCHEMA.names).cast(REFUSED_SCHEMA))
@@ -147,6 +147,10 @@ def plan_split(
     shards; range files under ``<plan_root>/<plan id>/``."""
     import ray
 
+    if not tables:  # nothing listed (the readers said why)
+        return Plan(
+            uuid.uuid4().hex[:12], [], 0, shard_size, _sha1(""), REFUSED_SCHEMA.empty_table()
+        )
     total = sum(counts)
     ranges = max(1, math.ceil(total / ROWS_PER_RANGE)) if order == "mixed" else 1
     mapper = ray.remote(num_cpus=1, num_returns=ranges + 2)(map_rows)

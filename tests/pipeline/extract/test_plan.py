@@ -66,3 +66,8 @@ def test_files_of_a_shard_that_straddles_two_ranges():
     plan = planner.Plan("p", [("a", 0, 10), ("b", 10, 25), ("c", 25, 25), ("d", 25, 40)], 40, 8,
                         "", planner.REFUSED_SCHEMA.empty_table())  # fmt: skip
     assert [plan.files_of(s) for s in range(5)] == [["a"], ["a", "b"], ["b"], ["b", "d"], ["d"]]
+
+
+def test_nothing_to_plan_is_an_empty_plan(tmp_path):
+    plan = planner.plan_split([], [], "mixed", 0, 32, str(tmp_path / "plan"))
+    assert plan.rows == plan.shards == 0 and plan.files == []
