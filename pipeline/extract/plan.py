@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import math
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,14 +52,17 @@ class Plan:
     sha1: str  # of the image ids in plan order: a fingerprint of the inputs and the order
     refused: pa.Table  # rows the readers refused, or duplicates (with their ``problem``)
 
+    @cached_property
+    def _starts(self) -> list[int]:
+        return [start for _, start, _ in self.files]
+
     @property
     def shards(self) -> int:
         return math.ceil(self.rows / self.shard_size)
 
     def files_of(self, shard: int) -> list[str]:
         first, end = shard * self.shard_size, min((shard + 1) * self.shard_size, self.rows)
-        starts = [start for _, start, _ in self.files]
-        i = max(0, bisect.bisect_right(starts, first) - 1)
+        i = max(0, bisect.bisect_right(self._starts, first) - 1)
         out = []
         while i < len(self.files) and self.files[i][1] < end:
             url, start, stop = self.files[i]
@@ -180,22 +183,14 @@ def plan_split(
 
 
 def commit(plan_root: str, plan: Plan) -> None:
-    """Make ``plan`` the split's current plan and delete the plans made before it."""
-    storage.write_text(
-        storage.join(plan_root, "current.json"),
-        json.dumps({"plan_id": plan.plan_id, "rows": plan.rows, "files": plan.files}),
-    )
-    _remove_plans(plan_root, keep=plan.plan_id)
+    """Keep ``plan`` as the split's plan: delete the plans made before it."""
+    for e in storage.ls(plan_root):
+        if e["type"] == "directory" and e["name"].rstrip("/").rsplit("/", 1)[-1] != plan.plan_id:
+            storage.remove_tree(storage.to_url(plan_root, e["name"]))
 
 
 def discard(plan_root: str, plan: Plan) -> None:
     storage.remove_tree(storage.join(plan_root, plan.plan_id))
-
-
-def _remove_plans(plan_root: str, keep: str) -> None:
-    for e in storage.ls(plan_root):
-        if e["type"] == "directory" and e["name"].rstrip("/").rsplit("/", 1)[-1] != keep:
-            storage.remove_tree(storage.to_url(plan_root, e["name"]))
 
 
 def read_shard(files: list[str], shard: int) -> list[dict]:
