@@ -123,12 +123,9 @@ def read_cls_images(root: str, known_wnids: Collection[str] | None = None) -> Cl
 
 def read_cls_bytes(image: ClsImage) -> bytes:
     """The image's encoded bytes, with a ranged read for a tar member."""
-    if not image.in_tar:
-        return storage.read_bytes(image.url)
-    fs, path = storage.get_fs(image.url)
-    data = fs.cat_file(path, start=image.offset, end=image.offset + image.size)
-    if len(data) != image.size:
-        raise DataError(Problem(image.url, "truncated-tar", f"member {image.name} is truncated"))
+    data = read_cls_many([image])[0]
+    if isinstance(data, Exception):
+        raise data
     return data
 
 
@@ -152,6 +149,7 @@ def read_cls_many(images: list[ClsImage]) -> list[bytes | Exception]:
         for i, data in zip(members, got, strict=True):
             image = images[i]
             if not isinstance(data, Exception) and len(data) != image.size:
-                data = DataError(Problem(image.url, "truncated-tar", f"{image.name} is cut short"))
+                problem = Problem(image.url, "truncated-tar", f"member {image.name} is truncated")
+                data = DataError(problem)
             out[i] = data
     return out

@@ -189,14 +189,13 @@ def prefetch_cls(items: list[dict]) -> dict[str, bytes | Exception]:
 def process_cls_image(item: dict, cfg: ExtractConfig, out: ShardOutput, data: bytes | Exception):
     if isinstance(data, Exception):
         raise data
-    image = ClsImage(item["wnid"], item["name"], item["image_url"], item["offset"], item["size"])
     rgb, note = _decode(data, cfg, 1)
     pixels = resize_square(rgb, cfg.cls_size)
     out.cls.append(
         {
-            "wnid": image.wnid,
-            "name": image.name,
-            "image_url": image.url,
+            "wnid": item["wnid"],
+            "name": item["name"],
+            "image_url": item["image_url"],
             "size": cfg.cls_size,
             "pixels": pixels.tobytes(),
         }
