@@ -101,23 +101,6 @@ def cap_per_class(items: list[dict], limit: int) -> list[dict]:
     return sorted(kept, key=lambda it: it["image_id"])
 
 
-def mixed_order(items: list[dict], seed: int) -> list[dict]:
-    """``items`` in a seeded order that ignores the folders: sorted by a hash of (seed, image id).
-
-    ImageNet's folders are one class each and listings come back sorted, so shards cut from a
-    sorted listing hold one class each and training streams see a class at a time (a classifier
-    on 800 class-sorted categories stayed at chance). Hashing mixes every shard across the whole
-    split, costs one sort in the driver however many images there are, and keeps shard contents
-    a pure function of the inputs, so that a re-run resumes the same shards. Training then
-    shuffles the shard order every epoch (``pipeline.train.stream``).
-    """
-
-    def key(it: dict) -> str:
-        return hashlib.sha1(f"{seed}:{it['image_id']}".encode()).hexdigest()
-
-    return sorted(items, key=key)
-
-
 def det_table(
     data: str, split: str, boxes_of: list[str] | str, cap: int, folders: list[str] | None
 ) -> tuple[pa.Table, int, list[Problem]]:

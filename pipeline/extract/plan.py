@@ -80,6 +80,21 @@ def sort_keys(image_ids: list[str], order: str, seed: int) -> tuple[pa.Array, li
     return pa.array([i.encode() for i in image_ids], pa.binary()), [0] * len(image_ids)
 
 
+def mixed_order(items: list[dict], seed: int) -> list[dict]:
+    """``items`` (dicts with an ``image_id``) in the ``mixed`` order, in memory: what
+    ``plan_split`` computes as a distributed sort.
+
+    ImageNet's folders are one class each and listings come back sorted, so shards cut from a
+    sorted listing hold one class each and training streams see a class at a time (a classifier
+    on 800 class-sorted categories stayed at chance). Hashing mixes every shard across the whole
+    split and keeps shard contents a pure function of the inputs, so that a re-run resumes the
+    same shards. Training then shuffles the shard order every epoch (``pipeline.train.stream``).
+    """
+    keys, _ = sort_keys([it["image_id"] for it in items], "mixed", seed)
+    order = sorted(range(len(items)), key=lambda i: keys[i].as_py())
+    return [items[i] for i in order]
+
+
 def _duplicates(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     """The first row of each image id, and the later ones as refused inputs."""
     first: dict[str, str] = {}

@@ -1,7 +1,7 @@
 """Seeded, per-worker training streams over extraction shards, read by Ray Data.
 
 Mixing happens twice. Extraction already cuts the shards in a seeded cross-class order
-(``pipeline.extract.inputs.mixed_order``), so any shard is a sample of the whole split. Here,
+(``pipeline.extract.plan.mixed_order``), so any shard is a sample of the whole split. Here,
 every pass over the data (a classifier epoch, a cycle of the detection windows) permutes the
 shard list with ``(seed, pass)``, deals it out to the workers (worker r takes every N-th shard
 from r), and each worker streams its shards through a local shuffle buffer seeded with

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.extract import plan as planner
-from pipeline.extract.inputs import mixed_order
+from pipeline.extract.plan import mixed_order
 
 
 def _class_sorted(n_classes: int, per_class: int) -> list[dict]:

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from pipeline.extract.inputs import mixed_order
+from pipeline.extract.plan import mixed_order
 from pipeline.train.data import worker_batch
 from pipeline.train.stream import ShardStream, deal, pass_seed, split_minibatches
 
