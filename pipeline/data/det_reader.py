@@ -76,7 +76,8 @@ def read_det_split(
 
     ``known_wnids`` (the detection categories) turns unknown object names into problems.
     With ``strict`` the first problem raises a DataError naming the file. ``folders`` limits
-    DET train to those synset folders (one Ray task reads a group of them).
+    DET train to those synset folders (one Ray task reads a group of them); ``[]``: none, an
+    empty split.
     """
     image_dir, box_dir = _DIRS["det-train" if split == "det-train" else "val"]
     image_url, box_url = storage.join(root, image_dir), storage.join(root, box_dir)
@@ -93,7 +94,7 @@ def read_det_split(
                 raise
             result.problems.append(exc.problem)
             wanted = []
-    if not wanted and not result.problems and folders is None:
+    if not wanted and not result.problems and not folders:  # a folder group is not the split
         result.problems.append(Problem(image_url, "empty-split", f"no images for split {split}"))
     contents = storage.read_many([xmls[s] for s in wanted if s in xmls and s in images])
     for stem in wanted:

@@ -16,12 +16,10 @@ import posixpath
 
 import pyarrow as pa
 
-from pipeline.data import layout
 from pipeline.data.categories import read_categories
 from pipeline.data.cls_index import index_cls
 from pipeline.data.cls_reader import read_cls_images
 from pipeline.data.det_reader import det_train_folders, read_det_split
-from pipeline.io import storage
 from pipeline.workdir import WorkDir
 from schemas.config import ExtractConfig
 from schemas.records import Problem
@@ -129,12 +127,8 @@ def split_inputs(
     groups: list[list[str] | None] = [None]
     if split == "det-train":
         folders, problems = det_train_folders(data)
-        groups = [
-            folders[i : i + FOLDERS_PER_TASK] for i in range(0, len(folders), FOLDERS_PER_TASK)
-        ]
-        if not folders:
-            where = storage.join(data, layout.DET_TRAIN_IMAGES)
-            problems.append(Problem(where, "empty-split", "no images for split det-train"))
+        step = FOLDERS_PER_TASK
+        groups = [folders[i : i + step] for i in range(0, len(folders), step)] or [[]]
     task = ray.remote(num_cpus=1, num_returns=3)(det_table)
     pending = [task.remote(data, split, boxes_of, cfg.train_images_per_class, g) for g in groups]
     counts = ray.get([p[1] for p in pending])
