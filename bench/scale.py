@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -189,8 +191,6 @@ def run_size(where: str, root: str, work: str, n: int, serial: bool) -> dict:
     tars = build(root, n)
     built = time.perf_counter() - t0
     first = _child("--measure", root, f"{work}/first", "--cpus", "2")
-    import shutil
-
     shutil.rmtree(f"{work}/first/plan", ignore_errors=True)
     second = _child("--measure", root, f"{work}/first", "--cpus", "2")
     row = {"where": where, "images": n, "tars": tars, "build_s": round(built, 1),
@@ -226,7 +226,7 @@ def _growth(rows: list[dict]) -> None:
     for a, b in zip(rows, rows[1:], strict=False):
         fa, fb = a["first"], b["first"]
         x = b["images"] / a["images"]
-        per10 = 1 / max(1e-9, __import__("math").log10(x))
+        per10 = 1 / max(1e-9, math.log10(x))
         time_ratio = (fb["index_s"] + fb["plan_s"]) / max(fa["index_s"] + fa["plan_s"], 1e-9)
         rss_ratio = fb["peak_rss_mb"] / fa["peak_rss_mb"]
         print(
@@ -253,8 +253,6 @@ def bytes_ratio(where: str, root: str, work: str) -> None:
 
 def workers_scaling(root: str, work: str) -> None:
     """Indexing alone (no cache) with 1 and 2 workers."""
-    import shutil
-
     times = {}
     for cpus in (1, 2):
         shutil.rmtree(work, ignore_errors=True)
@@ -329,8 +327,6 @@ def main() -> None:
     finally:
         if server:
             server.stop()
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -95,7 +95,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 
 def _kind(typeflag: bytes) -> str:
-    if typeflag in REGULAR or typeflag == GNU_SPARSE:
+    if typeflag in REGULAR:
         return "file"
     return {b"5": "dir", b"1": "link", b"2": "link"}.get(typeflag, "other")
 
