@@ -33,18 +33,46 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_stage(name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
-    """``run(args)``, with the user's errors as one line on stderr and exit code 2."""
+    """``run(args)``, with the user's errors as one line on stderr and exit code 2, and a
+    failed stage (a bug in a shard, too many bad inputs, storage still failing after the
+    client's retries) as one line and exit code 1."""
+    from pipeline.failures import StageFailed
+    from pipeline.io.storage import is_io_error
+
     try:
         apply_common(args)
         return run(args)
     except user_errors() as exc:
-        if getattr(args, "debug", False):
+        return _one_line(name, args, exc, 2)
+    except StageFailed as exc:
+        return _one_line(name, args, exc, 1)
+    except Exception as exc:
+        if not is_io_error(exc):
             raise
-        lines = [x for x in str(exc).strip().splitlines() if x.strip()] or [type(exc).__name__]
-        # an error raised in a Ray task arrives with its remote traceback: its last line names it
-        message = lines[0] if len(lines) == 1 else lines[-1].strip()
-        print(f"lsda {name}: error: {message} (--debug for the traceback)", file=sys.stderr)
-        return 2
+        return _one_line(name, args, exc, 1, " (storage error: nothing lost; run it again)")
+
+
+def _one_line(name: str, args, exc: BaseException, code: int, hint: str = "") -> int:
+    if getattr(args, "debug", False):
+        raise exc
+    lines = [x for x in str(exc).strip().splitlines() if x.strip()] or [type(exc).__name__]
+    # an error raised in a Ray task arrives with its remote traceback: its last line names it
+    message = lines[0] if len(lines) == 1 else lines[-1].strip()
+    print(f"lsda {name}: error: {message}{hint} (--debug for the traceback)", file=sys.stderr)
+    return code
+
+
+def add_max_bad(parser: argparse.ArgumentParser) -> None:
+    from pipeline.failures import DEFAULT_MAX_BAD
+
+    parser.add_argument(
+        "--max-bad",
+        type=float,
+        default=DEFAULT_MAX_BAD,
+        metavar="SHARE",
+        help="fail a stage when more than this share of its inputs is quarantined "
+        f"(default {DEFAULT_MAX_BAD}; all of them always fails)",
+    )
 
 
 def add_address(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common import add_config, config_from_args
+from jobs.common import add_config, add_max_bad, config_from_args
 from pipeline.extract.stage import format_summary, run_extract
 
 DESCRIPTION = "extract proposals, warped training windows or classification shards (Ray Data)"
@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="concurrent shard tasks (default: all CPUs)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results of the split")
     p.add_argument("--no-progress", action="store_true")
+    add_max_bad(p)
     add_config(p, "extract", "categories", skip=("pixel_mean",))
 
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         oracle=args.oracle,
         sets=config_from_args(args, "categories"),
+        max_bad=args.max_bad,
     )
     print(format_summary(summary))
     print(json.dumps(summary))

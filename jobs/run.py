@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.common import add_max_bad
 from pipeline.run import run_pipeline
 from pipeline.workdir import WorkDir
 
@@ -20,10 +21,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quick", action="store_true", help="apply the config's [quick] section")
     p.add_argument("--no-progress", action="store_true")
+    add_max_bad(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_pipeline(args.data, args.work, args.config, args.quick, progress=not args.no_progress)
+    run_pipeline(
+        args.data,
+        args.work,
+        args.config,
+        args.quick,
+        progress=not args.no_progress,
+        max_bad=args.max_bad,
+    )
     print(f"report: {WorkDir(args.work).report_page()}")
     return 0
 

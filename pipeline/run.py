@@ -16,6 +16,7 @@ from pipeline.detect.stage import run_detect
 from pipeline.evaluate.report import write_report
 from pipeline.evaluate.stage import run_evaluate
 from pipeline.extract.stage import format_summary, run_extract
+from pipeline.failures import DEFAULT_MAX_BAD
 from pipeline.io import storage
 from pipeline.train.classifier import run_train_cls
 from pipeline.train.detector import run_train_det
@@ -35,7 +36,9 @@ class Timings(dict):
         return out
 
 
-def extract_all(data: str, work: str, cfg: RunConfig, timed: Timings, progress: bool) -> None:
+def extract_all(
+    data: str, work: str, cfg: RunConfig, timed: Timings, progress: bool, max_bad: float
+) -> None:
     """Every split the run reads; the training splits twice: labelled by set B's boxes, and by
     every box for the oracle."""
     splits = [(s, False) for s in ("cls", "det-train", "val1", cfg.run.eval_split)]
@@ -51,6 +54,7 @@ def extract_all(data: str, work: str, cfg: RunConfig, timed: Timings, progress: 
             progress=progress,
             oracle=oracle,
             sets=cfg.categories,
+            max_bad=max_bad,
             label=split + (" (oracle's windows)" if oracle else ""),
         )
         print(format_summary(summary), flush=True)
@@ -114,14 +118,19 @@ def detect_and_evaluate(
 
 
 def run_pipeline(
-    data: str, work: str, config: str | None = None, quick: bool = False, progress: bool = True
+    data: str,
+    work: str,
+    config: str | None = None,
+    quick: bool = False,
+    progress: bool = True,
+    max_bad: float = DEFAULT_MAX_BAD,
 ) -> dict:
     data, work = storage.absolute(data), storage.absolute(work)
     cfg = load_config(config, quick)
     roles = category_roles(data, cfg.categories)  # no category list: fails here, before Ray
     timed = Timings()
     t0 = time.time()
-    extract_all(data, work, cfg, timed, progress)
+    extract_all(data, work, cfg, timed, progress, max_bad)
     train_all(data, work, cfg, timed)
     adapt_all(work, cfg, roles, timed)
     metrics = detect_and_evaluate(data, work, cfg, roles, timed)

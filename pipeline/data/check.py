@@ -68,7 +68,7 @@ def inspect_dataset(root: str) -> DatasetReport:
             summary.objects += len(ann.boxes)
             summary.objects_per_category.update(b.wnid for b in ann.boxes)
         report.splits[split] = summary
-        report.problems += result.problems
+        report.problems += result.problems + result.pending
     cls = read_cls_images(root)
     report.cls_images.update(img.wnid for img in cls.images)
     report.problems += cls.problems

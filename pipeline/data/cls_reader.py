@@ -64,22 +64,20 @@ def _unsafe(name: str) -> bool:
 
 def tar_entries(url: str, wnid: str, tar_size: int | None = None) -> tuple[ClsIndex, int]:
     """The images of one ``<wnid>.tar`` and its problems, from its headers alone; and the
-    bytes read to find them."""
+    bytes read to find them. A storage error raises."""
     index = ClsIndex()
     fs, path = storage.get_fs(url)
-    try:
-        tar_size = fs.size(path) if tar_size is None else tar_size
-        # cache_type "none": each header is one ranged read of 512 bytes, no read-ahead
-        with fs.open(path, "rb", block_size=BLOCK, cache_type="none") as f:
+    tar_size = fs.size(path) if tar_size is None else tar_size
+    # cache_type "none": each header is one ranged read of 512 bytes, no read-ahead. A read
+    # that fails (after the client's retries) raises: the tar is not bad, only unread this
+    # time, and its images must not drop out of the split; the next run reads it again.
+    with fs.open(path, "rb", block_size=BLOCK, cache_type="none") as f:
 
-            def read_at(offset: int, n: int) -> bytes:
-                f.seek(offset)
-                return f.read(n)
+        def read_at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
 
-            scan = scan_tar(read_at, tar_size)
-    except OSError as exc:
-        index.problems.append(Problem(url, "bad-tar", f"{type(exc).__name__}: {exc}"))
-        return index, 0
+        scan = scan_tar(read_at, tar_size)
     for member in scan.members:
         where = f"{url}:{member.name}"
         if member.kind == "dir":

@@ -1,8 +1,10 @@
 """Detection images with their boxes: DET train (folder per synset) and DET val (flat).
 
 One recursive listing of the images and one of the annotations serve the whole split; the
-XML files are then fetched concurrently. Every image ends up either as an ImageAnnotation or
-as a Problem naming its file (promise 4).
+XML files are then fetched concurrently. Every image ends up as an ImageAnnotation, as a
+Problem naming its file (promise 4), or, when its XML could not be read this time (a storage
+error after the client's retries), as *pending*: still an input of the split, read again
+later, so that one failed GET never changes what the split holds.
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ from schemas.records import DataError, ImageAnnotation, Problem
 class DetSplit:
     annotations: list[ImageAnnotation] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    pending: list[Problem] = field(default_factory=list)  # the image's URL, the read error
 
     def raise_first(self) -> None:
-        if self.problems:
-            raise DataError(self.problems[0])
+        if self.problems or self.pending:
+            raise DataError((self.problems or self.pending)[0])
+
+    def raise_pending(self) -> None:
+        """For readers that cannot go on without every annotation (evaluation)."""
+        if self.pending:
+            p = self.pending[0]
+            raise OSError(
+                f"{len(self.pending)} annotations could not be read (first: {p.message}); "
+                "nothing was written, run again"
+            )
 
 
 _DIRS = {
@@ -115,7 +127,11 @@ def _account(stem, split, images, xmls, contents, known, result: DetSplit, image
         return
     data = contents[xml]
     if isinstance(data, Exception):
-        result.problems.append(Problem(xml, "read-error", f"{type(data).__name__}: {data}"))
+        if isinstance(data, FileNotFoundError):  # listed a moment ago: deleted since
+            result.problems.append(Problem(xml, "missing-annotation", "deleted while read"))
+        else:
+            message = f"{xml}: {type(data).__name__}: {data}"
+            result.pending.append(Problem(image, "read-error", message))
         return
     try:
         width, height, boxes = parse_annotation(data, xml, known)

@@ -21,7 +21,9 @@ from schemas.records import DataError
 
 def ground_truth(data: str, split: str) -> dict[str, dict[str, np.ndarray]]:
     gt: dict[str, dict[str, list]] = {}
-    for ann in read_det_split(data, split).annotations:
+    truth = read_det_split(data, split)
+    truth.raise_pending()  # a box that could not be read must not count as a missed one
+    for ann in truth.annotations:
         per = gt.setdefault(ann.image_id, {})
         for b in ann.boxes:
             per.setdefault(b.wnid, []).append([b.xmin, b.ymin, b.xmax, b.ymax])

@@ -20,6 +20,7 @@ from pipeline.data.categories import read_categories
 from pipeline.data.cls_index import index_cls
 from pipeline.data.cls_reader import read_cls_images
 from pipeline.data.det_reader import det_train_folders, read_det_split
+from pipeline.io import storage
 from pipeline.workdir import WorkDir
 from schemas.config import ExtractConfig
 from schemas.records import Problem
@@ -32,6 +33,7 @@ DET_INPUT_SCHEMA = pa.schema(
         ("width", pa.int64()),
         ("height", pa.int64()),
         ("boxes", pa.string()),  # JSON: [[wnid, xmin, ymin, xmax, ymax], ...]
+        ("pending", pa.string()),  # why its annotation is not here yet ("": it is)
     ]
 )
 
@@ -77,8 +79,22 @@ def _det_items(
             "width": a.width,
             "height": a.height,
             "boxes": [[b.wnid, b.xmin, b.ymin, b.xmax, b.ymax] for b in a.boxes],
+            "pending": "",
         }
         for a in result.annotations
+    ]
+    # An annotation that could not be read keeps its image in the split (same plan, same
+    # fingerprint): its shard quarantines it as a read error and the next run retries it.
+    items += [
+        {
+            "image_id": storage.stem(p.url),
+            "image_url": p.url,
+            "width": -1,
+            "height": -1,
+            "boxes": [],
+            "pending": f"{p.kind}: annotation {p.message}",
+        }
+        for p in result.pending
     ]
     return items, result.problems
 

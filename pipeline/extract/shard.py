@@ -1,10 +1,13 @@
 """One extraction shard: decode, propose, label, sample and warp its images; write its files.
 
 A shard is the unit of work and of resumption: its Parquet files are written atomically under
-deterministic names, then a marker; a shard with a marker is finished. Any failure of one
-image quarantines that image with its reason and the shard goes on (promise 4).
+deterministic names, then a marker; a shard with a marker is finished. A finding about one
+image (corrupt, truncated, wrong size) quarantines that image with its reason and the shard
+goes on (promise 4). Any other exception is a bug, not data: the shard fails, its traceback
+is written to ``_errors/part-NNNNN.txt``, and the stage stops with one line (``ShardFailed``).
 
-An image that could not be *read* (an object-store error: ``read-error``) may read fine later,
+An image that could not be *read* (a storage error after the client's retries, or an
+annotation that could not be read when the split was listed: ``read-error``) may read fine later,
 so its shard's marker lists it under ``retry``; a re-run processes only those images, writes
 their outputs as ``part-NNNNN-retryA`` parts beside the shard's, and rewrites the shard's
 manifest part and marker. The attempt number comes from the marker, so a retry that dies
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import traceback
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,9 +42,19 @@ from schemas.arrow import (
     WINDOW_SCHEMA,
 )
 from schemas.config import ExtractConfig
-from schemas.records import ClsImage
+from schemas.records import ClsImage, DataError
 
 RETRYABLE = "read-error"  # quarantine reasons that a re-run tries again
+
+
+class ShardFailed(RuntimeError):
+    """A shard stopped on an error that is not about its data (a bug): one line, and where
+    the traceback is."""
+
+
+class PendingInput(OSError):
+    """An input whose annotation could not be read when the split was listed: it keeps its
+    place in the plan and is read again by the next run."""
 
 
 def part_name(shard: int, attempt: int = 0) -> str:
@@ -131,6 +145,8 @@ def process_det_image(
     """Proposals (and windows) of one detection image; returns (proposals, windows, note).
     Proposals found in ``known`` (box-independent: another labelling of the same images) are
     reused, not searched again."""
+    if item.get("pending"):
+        raise PendingInput(item["pending"])
     image, note = _decode(storage.read_bytes(item["image_url"]), cfg, cfg.min_box)
     h, w = image.shape[:2]
     if (w, h) != (item["width"], item["height"]):
@@ -247,13 +263,31 @@ def process_shard(
             row.update(proposals=n_props, windows=n_win, note=note)
         except ImageError as exc:
             row.update(status="quarantined", reason=f"{exc.kind}: {exc.message}")
-        except Exception as exc:  # an object-store error, or a bug: never lose the shard
+        except DataError as exc:
+            row.update(status="quarantined", reason=f"{exc.problem.kind}: {exc.problem.message}")
+        except Exception as exc:
+            if not storage.is_io_error(exc):
+                _fail(split_dir, shard, item, exc)
             reason = f"{RETRYABLE}: {type(exc).__name__}: {exc}"
             row.update(status="quarantined", reason=reason)
         row["seconds"] = time.perf_counter() - t0
         out.manifest.append(row)
     write_shard(split_dir, shard, out, split, windows, params or {}, attempt)
     return out.manifest
+
+
+def _fail(split_dir: str, shard: int, item: dict, exc: Exception) -> None:
+    """Write the traceback beside the shard's outputs and stop the shard."""
+    url = storage.join(split_dir, "_errors", f"{part_name(shard)}.txt")
+    text = f"{item['image_url']}\n" + "".join(traceback.format_exception(exc))
+    try:
+        storage.write_text(url, text)
+    except Exception:  # the error itself matters more than where its traceback goes
+        url = "(not written)"
+    raise ShardFailed(
+        f"shard {shard} failed on {item['image_url']}: {type(exc).__name__}: {exc} "
+        f"(a bug, not bad data; traceback: {url})"
+    ) from exc
 
 
 def _write_table(url: str, rows: list[dict], schema: pa.Schema, metadata: dict) -> None:

@@ -25,6 +25,7 @@ from pipeline.data.category_sets import set_b
 from pipeline.extract import plan as planner
 from pipeline.extract import shard
 from pipeline.extract.inputs import split_inputs
+from pipeline.failures import DEFAULT_MAX_BAD, StageFailed, check_bad_share, failure_message
 from pipeline.io import storage
 from pipeline.io.ray_env import ensure_ray, remote_args
 from pipeline.workdir import WorkDir, labelled_split
@@ -164,7 +165,12 @@ def _fan_out(units: list[dict], split, sdir, cfg, windows, params, workers, prop
         num_cpus=1,
         **remote_args(),
     )
-    return sum(1 for _ in ds.iter_rows())
+    try:
+        return sum(1 for _ in ds.iter_rows())
+    except Exception as exc:
+        if failed := failure_message(exc, shard.ShardFailed):
+            raise StageFailed(failed) from exc
+        raise
 
 
 def _refused_rows(split: str, refused: pa.Table) -> pa.Table:
@@ -219,10 +225,14 @@ def run_extract(
     progress: bool = True,
     oracle: bool = False,
     sets: CategorySplit = CategorySplit(),
+    max_bad: float = DEFAULT_MAX_BAD,
 ) -> dict:
     """Extract one split; returns the summary (also written to ``summary.json``). Windows are
     labelled with set B's boxes (``sets``), or with every box under ``<split>-oracle``; the
-    oracle's reuse the proposals of the set-B extraction when it is there."""
+    oracle's reuse the proposals of the set-B extraction when it is there.
+
+    More than ``max_bad`` of the inputs quarantined (or all of them) fails the stage
+    (``StageFailed``) without ``_SUCCESS``; the summary is written all the same."""
     t0 = time.time()
     windows = split in TRAINING_SPLITS if windows is None else windows
     if oracle and not windows:
@@ -263,7 +273,15 @@ def run_extract(
         images_per_second=round(processed / max(time.time() - t0, 1e-9), 2),
     )
     storage.write_text(storage.join(sdir, "summary.json"), json.dumps(summary, indent=1))
-    storage.write_text(storage.join(sdir, "_SUCCESS"), "")
+    done_url = storage.join(sdir, "_SUCCESS")
+    try:
+        where = f"{storage.join(sdir, 'manifest')}/ (counts by reason in summary.json)"
+        check_bad_share(f"extract {summary['split']}", summary["quarantined"],
+                        summary["images"], max_bad, where)  # fmt: skip
+    except StageFailed:
+        storage.remove_tree(done_url)  # an earlier run's, with a smaller share
+        raise
+    storage.write_text(done_url, "")
     return summary
 
 

@@ -10,11 +10,12 @@ import socket
 import threading
 import time
 
-from pipeline.io.storage import ENDPOINT_VARS
+from pipeline.io.storage import ENDPOINT_VARS, S3_CLIENT_VARS
 
-# Forwarded to workers so that s3:// URLs resolve the same way there. Credentials are not:
-# workers get them from their own environment / instance role, never from our job specs.
-FORWARDED_VARS = ENDPOINT_VARS
+# Forwarded to workers so that s3:// URLs resolve (and time out) the same way there.
+# Credentials are not: workers get them from their own environment / instance role, never
+# from our job specs.
+FORWARDED_VARS = (*ENDPOINT_VARS, *S3_CLIENT_VARS)
 
 
 # Quieter Ray, unless the user set these: Ray Data logs INFO lines for every dataset it runs

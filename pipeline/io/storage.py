@@ -4,6 +4,13 @@ S3 endpoints: the standard AWS variables are honoured by botocore; ``LSDA_S3_END
 ``lsda --s3-endpoint``) or ``AWS_ENDPOINT_URL`` points s3fs at a non-AWS endpoint such as a
 local moto server. Options are passed explicitly so that s3fs's instance cache never hands a
 filesystem configured for another endpoint.
+
+Every S3 call is bounded and retried (``s3_client_options``): connect and read timeouts, so a
+stalled connection fails in seconds instead of hanging a shard, and botocore's "standard"
+retries with back-off for 5xx, throttling, connection resets and timeouts, with s3fs's own
+retries for a body cut short. What still fails after that is an error of this run only:
+``is_io_error`` tells it from a bug, and the stages keep such an input *pending* (retried by
+the next run), never gone. See docs/faults.md.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 ENDPOINT_VARS = ("LSDA_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+# The S3 client's bounds, overridable per run (forwarded to Ray workers): seconds to connect,
+# seconds a read may wait for the next bytes, and attempts per request.
+S3_CLIENT_VARS = {"LSDA_S3_CONNECT_TIMEOUT": 10, "LSDA_S3_READ_TIMEOUT": 30, "LSDA_S3_ATTEMPTS": 8}
 
 
 def s3_endpoint() -> str | None:
@@ -33,10 +43,45 @@ def storage_options(url: str) -> dict:
         return {}
     # No listings cache: other processes (Ray workers, a re-run) write the files we list, and
     # a cached listing would hide new objects or hand out stale ETags (s3fs: FileExpired).
-    options: dict = {"use_listings_cache": False}
+    options: dict = {"use_listings_cache": False, **s3_client_options()}
     if endpoint := s3_endpoint():
         options["client_kwargs"] = {"endpoint_url": endpoint}
     return options
+
+
+def _env_number(name: str) -> float:
+    value = os.environ.get(name) or S3_CLIENT_VARS[name]
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number") from None
+
+
+def s3_client_options() -> dict:
+    """Timeouts and retries of every S3 request (s3fs options)."""
+    attempts = int(_env_number("LSDA_S3_ATTEMPTS"))
+    # s3fs adds its own 5 tries around reading a body (cut short, timed out): a class
+    # attribute, not an option.
+    return {
+        "config_kwargs": {
+            "connect_timeout": _env_number("LSDA_S3_CONNECT_TIMEOUT"),
+            "read_timeout": _env_number("LSDA_S3_READ_TIMEOUT"),
+            "retries": {"mode": "standard", "max_attempts": attempts},
+        }
+    }
+
+
+# Errors of a storage call that another try may not meet (network, server, throttling), as
+# raised by the local disk, s3fs, botocore and aiohttp. Anything else raised while handling
+# an input is either a finding about the input (ImageError, DataError) or a bug.
+_IO_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "s3fs", "fsspec")
+
+
+def is_io_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a storage or network failure (not a bug, not bad data)."""
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return True
+    return any(type(exc).__module__.startswith(m) for m in _IO_MODULES)
 
 
 def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -103,7 +148,7 @@ def ls(url: str) -> list[dict]:
 
 
 def remove_tree(url: str) -> None:
-    """Delete a folder and everything under it, if it exists."""
+    """Delete a folder and everything under it (or one file), if it exists."""
     fs, path = get_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)

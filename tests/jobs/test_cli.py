@@ -1,10 +1,15 @@
+import argparse
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jobs.cli import STAGES, main
+from jobs.common import run_stage
+from pipeline.failures import StageFailed
 
 
 def test_help_lists_every_stage(capsys):
@@ -135,3 +140,20 @@ def test_every_stage_takes_a_config():
         importlib.import_module(module).add_arguments(parser)
         flags = {a for action in parser._actions for a in action.option_strings}
         assert "--config" in flags, name
+
+
+def test_a_failed_stage_is_one_line_and_exit_1_and_a_bug_a_traceback(capsys):
+    def failing(exc):
+        def run(args):
+            raise exc
+
+        return run
+
+    args = argparse.Namespace()
+    assert run_stage("extract", args, failing(StageFailed("extract val: 9 of 9 bad"))) == 1
+    assert run_stage("extract", args, failing(ConnectionResetError("reset by peer"))) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "lsda extract: error: extract val: 9 of 9 bad (--debug for the traceback)"
+    assert lines[1].startswith("lsda extract: error: reset by peer (storage error: nothing lost")
+    with pytest.raises(TypeError):
+        run_stage("extract", args, failing(TypeError("a bug")))

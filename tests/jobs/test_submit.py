@@ -96,7 +96,8 @@ def s3_run(ray_head, s3_server):
     t0 = time.time()
     with FaultyS3(s3_server, {u.removeprefix("s3:/") for u in failing}) as proxy:
         faulty = submit(ray_head, "extract", "--data", data, "--work", work, "--split", "val2",
-                        "--config", config, "--s3-endpoint", proxy.endpoint)  # fmt: skip
+                        "--config", config, "--s3-endpoint", proxy.endpoint,
+                        "--max-bad", "0.5")  # 2 of 8: over the default 5%  # fmt: skip
         denied = dict(proxy.denied)
     t1 = time.time()
     before = _objects(work)

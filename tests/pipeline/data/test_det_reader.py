@@ -85,15 +85,24 @@ def test_det_train_folders_per_synset(tmp_path):
     ]
 
 
-def test_unreadable_key_is_a_problem(val_root, monkeypatch):
+def test_an_unreadable_annotation_is_pending_and_a_deleted_one_missing(val_root, monkeypatch):
+    """A read error keeps the image as pending (read again later); an XML deleted since the
+    listing is a missing annotation."""
     real = det_reader.storage.read_many
 
     def flaky(urls):
         got = real(urls)
         got[next(u for u in urls if u.endswith("ok2.xml"))] = PermissionError("AccessDenied")
+        got[next(u for u in urls if u.endswith("ok1.xml"))] = FileNotFoundError("gone")
         return got
 
     monkeypatch.setattr(det_reader.storage, "read_many", flaky)
     result = det_reader.read_det_split(str(val_root), "val", KNOWN)
-    problem = next(p for p in result.problems if p.kind == "read-error")
-    assert problem.url.endswith("ok2.xml") and "AccessDenied" in problem.message
+    (pending,) = result.pending
+    assert pending.url.endswith("ok2.JPEG") and pending.kind == "read-error"
+    assert "ok2.xml: PermissionError: AccessDenied" in pending.message
+    assert "read-error" not in {p.kind for p in result.problems}
+    missing = next(p for p in result.problems if p.url.endswith("ok1.xml"))
+    assert missing.kind == "missing-annotation"
+    with pytest.raises(OSError, match="1 annotations could not be read"):
+        result.raise_pending()

@@ -29,11 +29,13 @@ from pipeline.extract.stage import (
     run_extract,
 )
 from pipeline.extract.warp import context_padding, warp_windows
+from pipeline.failures import StageFailed
 from pipeline.io import storage
 from pipeline.io.images import decode_rgb
 from pipeline.workdir import WorkDir
 from schemas.arrow import BACKGROUND, CLS_SCHEMA, MANIFEST_SCHEMA, PROPOSAL_SCHEMA, WINDOW_SCHEMA
 from schemas.config import load_config
+from schemas.records import DataError, Problem
 
 CFG = replace(load_config("configs/toyworld.yaml").extract, shard_size=4)
 
@@ -122,8 +124,17 @@ def dirty_world(tiny_world, tmp_path):
 
 
 def test_bad_inputs_are_quarantined_and_counted(dirty_world, tmp_path, ray_local):
+    """7 bad of 25: over the default limit the stage fails (summary, no _SUCCESS); a re-run
+    with a higher --max-bad finishes without redoing a shard."""
     cfg = replace(CFG, max_pixels=300_000)
-    summary = run_extract(str(dirty_world), str(tmp_path / "w"), "val", cfg, progress=False)
+    sdir = WorkDir(str(tmp_path / "w")).extract("val")
+    with pytest.raises(StageFailed, match=r"7 of 25 inputs quarantined \(28.0% > limit 5%"):
+        run_extract(str(dirty_world), str(tmp_path / "w"), "val", cfg, progress=False)
+    assert not Path(sdir, "_SUCCESS").exists() and Path(sdir, "summary.json").exists()
+    summary = run_extract(
+        str(dirty_world), str(tmp_path / "w"), "val", cfg, progress=False, max_bad=0.3
+    )
+    assert summary["processed_images"] == 0 and Path(sdir, "_SUCCESS").exists()
     rows = {
         r["image_id"]: r
         for r in read_manifest(WorkDir(str(tmp_path / "w")).extract("val")).to_pylist()
@@ -159,6 +170,59 @@ def test_resume_redoes_only_unfinished_shards(tiny_world, tmp_path, ray_local):
     with pytest.raises(StaleWorkDir, match="config"):
         other = replace(CFG, min_box=9)
         run_extract(tiny_world, work, "val2", other, progress=False)
+
+
+def test_a_stage_whose_every_image_fails_fails(tiny_world, tmp_path, ray_local):
+    root = tmp_path / "broken"
+    shutil.copytree(tiny_world, root)
+    for image in (root / layout.DET_VAL_IMAGES).iterdir():
+        image.write_bytes(b"not an image")
+    work = str(tmp_path / "w")
+    with pytest.raises(StageFailed, match="16 of 16 inputs quarantined"):
+        run_extract(str(root), work, "val", CFG, progress=False, max_bad=1.0)
+    assert not Path(WorkDir(work).extract("val"), "_SUCCESS").exists()
+
+
+def test_a_bug_in_a_shard_fails_the_stage_with_its_traceback(tiny_world, tmp_path, ray_local):
+    """A TypeError inside selective search (a setting of the wrong type reaches it) is not
+    bad data: the stage stops with one line naming the shard and where the traceback is."""
+    work = str(tmp_path / "w")
+    with pytest.raises(StageFailed, match=r"shard \d+ failed on .*TypeError.*_errors/part-"):
+        run_extract(tiny_world, work, "val2", replace(CFG, resize_width="wide"), progress=False)
+    sdir = WorkDir(work).extract("val2")
+    (trace,) = Path(sdir, "_errors").glob("part-*.txt")
+    assert "selective_search" in trace.read_text() and not Path(sdir, "_SUCCESS").exists()
+
+
+def test_only_storage_errors_are_retried(tmp_path, monkeypatch):
+    """Outside Ray: a read error is retried by the next run, a truncated tar member is
+    quarantined for good, an annotation not read yet is pending, and a bug stops the shard."""
+    sdir = str(tmp_path / "s")
+    item = {"image_id": "a", "image_url": "s3://b/a.JPEG", "width": 1, "height": 1, "boxes": []}
+    truncated = DataError(Problem("s3://b/n1.tar", "truncated-tar", "member a is truncated"))
+
+    def reader(exc):
+        def read(url):
+            raise exc
+
+        return read
+
+    cases = [
+        (ConnectionResetError("reset by peer"), "read-error: ConnectionResetError"),
+        (truncated, "truncated-tar: member a is truncated"),
+    ]
+    for exc, reason in cases:
+        monkeypatch.setattr(shard.storage, "read_bytes", reader(exc))
+        (row,) = shard.process_shard(0, [item], "val", sdir, CFG, windows=False)
+        assert row["reason"].startswith(reason)
+    pending = {**item, "pending": "read-error: annotation s3://b/a.xml: OSError: 503"}
+    (row,) = shard.process_shard(0, [pending], "val", sdir, CFG, windows=False)
+    assert row["reason"].startswith("read-error: PendingInput: read-error: annotation s3://b/a.xml")
+    assert json.loads(Path(shard.marker_url(sdir, 0)).read_text())["retry"] == ["a"]
+    monkeypatch.setattr(shard.storage, "read_bytes", reader(TypeError("a bug")))
+    with pytest.raises(shard.ShardFailed, match="TypeError: a bug"):
+        shard.process_shard(1, [item], "val", sdir, CFG, windows=False)
+    assert "TypeError: a bug" in Path(sdir, "_errors", "part-00001.txt").read_text()
 
 
 def test_one_unreadable_object_is_quarantined(tiny_world, tmp_path, monkeypatch):
