@@ -32,10 +32,11 @@ class ClsIndex:
 
 def folder_entries(url: str, wnid: str | None = None) -> ClsIndex:
     """The images under ``url``: ``<wnid>/<name>.JPEG``, or ``<name>.JPEG`` if ``wnid`` is given
-    (one class folder). One recursive listing."""
-    index = ClsIndex()
+    (one class folder). One recursive listing; local links are followed (``find_files``)."""
+    files, problems = storage.find_files(url)
+    index = ClsIndex(problems=problems)
     base = storage.get_fs(url)[1].rstrip("/") + "/"
-    for file_url in storage.find(url):
+    for file_url in files:
         rel = storage.get_fs(file_url)[1][len(base) :]
         parts = [wnid, *rel.split("/")] if wnid else rel.split("/")
         if len(parts) != 2 or not rel.lower().endswith(layout.IMAGE_SUFFIXES):

@@ -18,12 +18,15 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import stat
 import uuid
 from collections.abc import Iterable
 
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
+from schemas.records import Problem
 
 ENDPOINT_VARS = ("LSDA_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 # The S3 client's bounds, overridable per run (forwarded to Ray workers): seconds to connect,
@@ -128,23 +131,78 @@ def find(url: str, suffixes: Iterable[str] = ()) -> list[str]:
 
     A missing folder yields an empty list; the callers decide whether that is a problem.
     """
+    return find_files(url, suffixes)[0]
+
+
+def find_files(url: str, suffixes: Iterable[str] = ()) -> tuple[list[str], list[Problem]]:
+    """``find``, and what could not be followed there: on a local disk, symbolic links are
+    read as what they point to (users build ImageNet subsets with ``ln -s`` to class
+    folders), a link that leads back to a folder above it is a ``symlink-loop`` and a link
+    to nothing a ``broken-link``."""
     fs, path = get_fs(url)
     suffixes = tuple(s.lower() for s in suffixes)
     try:
-        found = fs.find(path)
+        found, problems = _walk_local(path) if _is_local(fs) else (fs.find(path), [])
     except FileNotFoundError:
-        return []
-    return sorted(to_url(url, p) for p in found if not suffixes or p.lower().endswith(suffixes))
+        return [], []
+    urls = sorted(to_url(url, p) for p in found if not suffixes or p.lower().endswith(suffixes))
+    return urls, [Problem(to_url(url, p.url), p.kind, p.message) for p in problems]
+
+
+def _is_local(fs) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def _walk_local(root: str) -> tuple[list[str], list[Problem]]:
+    """Every file under ``root``, following links; a folder whose real path is one of its own
+    ancestors' is not entered again (a loop)."""
+    if not os.path.isdir(root):
+        if os.path.exists(root):
+            return [root], []
+        raise FileNotFoundError(root)
+    files, problems = [], []
+    stack = [(root, frozenset())]
+    while stack:
+        folder, ancestors = stack.pop()
+        real = os.path.realpath(folder)
+        if real in ancestors:
+            problems.append(Problem(folder, "symlink-loop", f"leads back to {real}"))
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append((entry.path, ancestors | {real}))
+                elif entry.is_file(follow_symlinks=True):
+                    files.append(entry.path)
+                elif entry.is_symlink():
+                    target = os.readlink(entry.path)
+                    problems.append(Problem(entry.path, "broken-link", f"points to {target}"))
+    return files, problems
 
 
 def ls(url: str) -> list[dict]:
     """The entries of one folder level with their details (``name``, ``type``, ``size``, and
-    ``ETag`` or ``mtime``); a missing folder has none."""
+    ``ETag`` or ``mtime``); a missing folder has none. A local link is described as what it
+    points to (a link to nothing stays type ``other``)."""
     fs, path = get_fs(url)
     try:
-        return fs.ls(path, detail=True)
+        entries = fs.ls(path, detail=True)
     except FileNotFoundError:
         return []
+    return [_followed(e) for e in entries] if _is_local(fs) else entries
+
+
+def _followed(entry: dict) -> dict:
+    if not entry.get("islink"):
+        return entry
+    try:
+        st = os.stat(entry["name"])
+    except OSError:
+        return entry
+    kind = (
+        "directory" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
+    )
+    return {**entry, "type": kind, "size": st.st_size, "mtime": st.st_mtime}
 
 
 def remove_tree(url: str) -> None:

@@ -81,3 +81,36 @@ def test_groups_keep_a_synset_whole(tmp_path):
     for g in groups(sources, per_task=1):
         assert len({s.wnid for s in g}) == 1
     assert [len(g) for g in groups(sources, per_task=1)] == [1, 1, 2, 1]
+
+
+def test_symlinked_class_folders_and_tars_are_read_as_what_they_point_to(tmp_path):
+    """An ImageNet subset built with ``ln -s``: linked class folders, a linked tar, a linked
+    image; a link back to its own folder is named as a loop and a dangling link as broken."""
+    from pipeline.data.cls_index import index_sources
+
+    full, subset = tmp_path / "full", tmp_path / "subset"
+    _world(full)
+    classes = subset / layout.CLS_TRAIN
+    classes.mkdir(parents=True)
+    (classes / "n00").symlink_to(full / layout.CLS_TRAIN / "n00", target_is_directory=True)
+    (classes / "n02").symlink_to(full / layout.CLS_TRAIN / "n02", target_is_directory=True)
+    (subset / layout.CLS_TARS).mkdir()
+    (subset / layout.CLS_TARS / "n01.tar").symlink_to(full / layout.CLS_TARS / "n01.tar")
+    (classes / "n04").mkdir()
+    (classes / "n04" / "x.JPEG").symlink_to(full / layout.CLS_TRAIN / "n00" / "a.JPEG")
+    (classes / "n04" / "again").symlink_to(classes / "n04", target_is_directory=True)
+    (classes / "n04" / "gone.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    sources, problems = list_sources(str(subset))
+    assert problems == []
+    assert [(s.wnid, s.kind) for s in sources] == [
+        ("n00", "folder"), ("n01", "tar"), ("n02", "folder"), ("n04", "folder")
+    ]  # fmt: skip
+    table, counts = index_sources(sources, str(tmp_path / "index"), set())
+    rows = table.to_pylist()
+    images = sorted(r["image_id"] for r in rows if not r["problem"])
+    assert images == ["n00/a", "n00/b", *[f"n01/n01_{i}" for i in range(5)],
+                      "n02/n02_1", "n02/n02_9", "n04/x"]  # fmt: skip
+    refused = {
+        r["image_url"].rsplit("/", 1)[1]: r["problem"].split(":")[0] for r in rows if r["problem"]
+    }
+    assert refused == {"again": "symlink-loop", "gone.JPEG": "broken-link"}
