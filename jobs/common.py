@@ -32,17 +32,27 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (*user, RayStartError)
 
 
+# Commands that write under --work without holding it (``submit`` sends a command that
+# takes the lock where it runs).
+UNLOCKED = ("submit", "jobs", "toyworld", "check-data")
+
+
 def run_stage(name: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
-    """``run(args)``, with the user's errors as one line on stderr and exit code 2, and a
-    failed stage (a bug in a shard, too many bad inputs, storage still failing after the
-    client's retries) as one line and exit code 1."""
-    from pipeline.failures import StageFailed
+    """``run(args)`` holding the work dir's lock, with the user's errors as one line on
+    stderr and exit code 2, a failed stage (a bug in a shard, too many bad inputs, storage
+    still failing after the client's retries) as one line and exit code 1, and SIGINT /
+    SIGTERM as one line and exit code 130 / 143."""
+    from pipeline.failures import StageFailed, handle_stop_signals
+    from pipeline.io.lock import WorkDirBusy
     from pipeline.io.storage import is_io_error
 
+    handle_stop_signals()
     try:
         apply_common(args)
-        return run(args)
-    except user_errors() as exc:
+        return _run_locked(name, args, run)
+    except KeyboardInterrupt as exc:
+        return _stopped(name, args, exc)
+    except (*user_errors(), WorkDirBusy) as exc:
         return _one_line(name, args, exc, 2)
     except StageFailed as exc:
         return _one_line(name, args, exc, 1)
@@ -50,6 +60,48 @@ def run_stage(name: str, args: argparse.Namespace, run: Callable[[argparse.Names
         if not is_io_error(exc):
             raise
         return _one_line(name, args, exc, 1, " (storage error: nothing lost; run it again)")
+
+
+def _run_locked(name: str, args: argparse.Namespace, run: Callable) -> int:
+    from pipeline.io.lock import WorkLock, describe
+    from pipeline.io.storage import remove_temp_files
+
+    work = getattr(args, "work", None)
+    if not work or name in UNLOCKED:
+        return run(args)
+    with WorkLock(work, name) as lock:
+        if lock.previous:
+            removed = remove_temp_files(work)
+            print(
+                f"lsda {name}: took over the lock of {describe(lock.previous)}, which is no "
+                f"longer running; {removed} temporary files it left removed",
+                file=sys.stderr,
+            )
+        return run(args)
+
+
+def _stopped(name: str, args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
+    """Stop Ray's work (its local instance, or this driver's tasks on a cluster), clear what
+    writers left half-done, and say how to go on."""
+    import signal
+
+    signum = getattr(exc, "signum", signal.SIGINT)
+    try:
+        import ray
+
+        ray.shutdown()
+        if work := getattr(args, "work", None):
+            from pipeline.io.storage import remove_temp_files
+
+            remove_temp_files(work)
+    finally:
+        print(
+            f"lsda {name}: stopped by {signal.Signals(signum).name}; finished work is kept, "
+            "run the same command to go on",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 128 + signum
 
 
 def _one_line(name: str, args, exc: BaseException, code: int, hint: str = "") -> int:

@@ -7,11 +7,50 @@ quarantined (``pipeline.extract.shard``).
 
 from __future__ import annotations
 
+import signal
+import threading
+
 DEFAULT_MAX_BAD = 0.05  # the share of quarantined inputs above which a stage fails
 
 
 class StageFailed(RuntimeError):
     """A stage stopped; its message is the one line a user reads."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (``lsda jobs stop``, Kubernetes, a scheduler): raised in the main
+    thread wherever it waits, so that the work stops and the CLI exits 128 + the signal's
+    number. A KeyboardInterrupt, so that Ray Data and Ray Train cancel as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    # a second signal while stopping: the default action, at once
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+_handling = False
+
+
+def handle_stop_signals() -> None:
+    """SIGINT and SIGTERM raise ``Interrupted`` (the CLI's main thread only)."""
+    global _handling
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _handling = True
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupted)
+
+
+def rearm_stop_signals() -> None:
+    """After ``ray.init``, which sets its own SIGTERM handler (``sys.exit(15)``)."""
+    if _handling:
+        handle_stop_signals()
 
 
 def failure_message(exc: BaseException, cls: type[BaseException]) -> str | None:

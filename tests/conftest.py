@@ -126,6 +126,24 @@ def smoke_config(shard_size: int = 4, workers: int = 2) -> str:
     return yaml.safe_dump(doc)
 
 
+EXPECTED_SKIP = "expected:"  # the reason of a skip that is by design (e.g. on a GPU machine)
+
+
+def pytest_sessionfinish(session) -> None:
+    """A skip that is not by design fails the run: a test that cannot run here says nothing,
+    and a suite that passes by skipping hides it (an interrupt test once did, every time)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or session.exitstatus != 0:
+        return
+    unexpected = [
+        r for r in reporter.stats.get("skipped", []) if EXPECTED_SKIP not in str(r.longrepr)
+    ]
+    if unexpected:
+        names = ", ".join(r.nodeid for r in unexpected)
+        reporter.write_line(f"unexpected skips (not marked '{EXPECTED_SKIP}'): {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(items) -> None:
     """The slow modules first (the order pytest-xdist hands modules to its two processes), so
     that the last module to run is a short one, not an end-to-end run left on its own."""

@@ -157,6 +157,17 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    try:
+        _init_ray(address, num_cpus)
+    finally:
+        from pipeline.failures import rearm_stop_signals
+
+        rearm_stop_signals()
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
     if address or os.environ.get("RAY_ADDRESS"):
         # In a submitted job (lsda submit), Ray merges this runtime env into the job's and
         # refuses keys set in both unless told that the driver's win: they should, since a

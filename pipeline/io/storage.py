@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import re
 import stat
 import uuid
 from collections.abc import Iterable
@@ -205,6 +206,22 @@ def _followed(entry: dict) -> dict:
     return {**entry, "type": kind, "size": st.st_size, "mtime": st.st_mtime}
 
 
+_TEMP = re.compile(r"\.tmp-[0-9a-f]{32}$")  # write_bytes's temporary files
+
+
+def remove_temp_files(url: str) -> int:
+    """Delete the temporary files that writers killed mid-write left under ``url`` (local
+    disks only: an object store never shows a partial object); how many there were. Only
+    safe while no writer runs there: the work dir's lock holder calls it."""
+    fs, path = get_fs(url)
+    if not _is_local(fs) or not os.path.isdir(path):
+        return 0
+    stale = [f for f in _walk_local(path)[0] if _TEMP.search(f)]
+    for f in stale:
+        os.remove(f)
+    return len(stale)
+
+
 def remove_tree(url: str) -> None:
     """Delete a folder and everything under it (or one file), if it exists."""
     fs, path = get_fs(url)
@@ -241,9 +258,14 @@ def write_bytes(url: str, data: bytes) -> None:
     if isinstance(fs, LocalFileSystem):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:  # an interrupt too: no temporary file left behind
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     else:
         fs.pipe_file(path, data)
 

@@ -109,7 +109,7 @@ def test_torch_warp_and_bf16_score_like_the_default(tmp_path, scoring, tolerance
         assert (got[name] - want[name]).abs().max() < tolerance * want[name].abs().max()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="expected: checks the message without CUDA")
 def test_gpus_without_cuda_names_the_problem():
     with pytest.raises(RuntimeError, match="no CUDA device"):
         scoring_device(ScoringConfig(gpus=True))

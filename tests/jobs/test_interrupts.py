@@ -1,0 +1,121 @@
+"""Stopping a real ``lsda`` driver: SIGINT and SIGTERM stop it within 30 s with one line and
+exit 130 / 143; SIGKILL leaves a work dir that the same command finishes (its lock taken over,
+temporary files removed); a second driver on a held work dir is refused.
+
+A test hook (``LSDA_TEST_HOLD_FROM_SHARD``) holds every shard from the N-th on, so the signal
+always meets a run with exactly N shards done: the test waits for their markers, not a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.extract.stage import read_manifest
+
+pytestmark = pytest.mark.slow
+STOP_WITHIN_S = 30
+
+
+def extract_cmd(data: str, work: Path) -> list[str]:
+    return [sys.executable, "-m", "jobs.cli", "extract", "--data", data, "--work", str(work),
+            "--split", "val", "--config", "configs/toyworld.yaml", "--shard-size", "1",
+            "--workers", "1", "--no-progress"]  # fmt: skip
+
+
+def start(cmd: list[str], hold_from: int | None = None) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    if hold_from is not None:
+        env["LSDA_TEST_HOLD_FROM_SHARD"] = str(hold_from)
+    # its own process group: what it started (its local Ray) is stopped with it at the end
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for_markers(work: Path, n: int, proc: subprocess.Popen, timeout_s: float = 240) -> None:
+    markers = work / "extract/val/_done"
+    deadline = time.monotonic() + timeout_s
+    while len(list(markers.glob("*.json"))) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{n} shards not done in {timeout_s} s"
+        time.sleep(0.1)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is ours
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def temp_files(work: Path) -> list[Path]:
+    return [p for p in work.rglob("*") if ".tmp-" in p.name]
+
+
+def finish(cmd: list[str], work: Path) -> tuple[dict, str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "RAY_ADDRESS": ""})  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ids = read_manifest(str(work / "extract/val")).column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 16  # every input exactly once
+    assert temp_files(work) == []
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_extract_and_the_same_command_goes_on(sig, tiny_world, tmp_path):
+    work = tmp_path / "work"
+    cmd = extract_cmd(tiny_world, work)
+    proc = start(cmd, hold_from=3)
+    try:
+        wait_for_markers(work, 3, proc)
+        if sig == signal.SIGTERM:  # meanwhile, a second driver on the same work dir
+            other = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            assert other.returncode == 2
+            assert f"is in use by `lsda extract` (pid {proc.pid} on" in other.stderr
+            assert len(other.stderr.strip().splitlines()) == 1
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        stop_group(proc)
+    print(f"{sig.name}: extract stopped in {took:.1f} s")
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1].startswith(f"lsda extract: stopped by {sig.name}")
+    assert took < STOP_WITHIN_S
+    assert len(list((work / "extract/val/_done").glob("*.json"))) == 3
+    assert not (work / "extract/val/_SUCCESS").exists() and temp_files(work) == []
+    summary, _ = finish(cmd, work)
+    assert summary["resumed_shards"] == 3 and summary["done"] == 16
+
+
+def test_a_killed_driver_leaves_a_work_dir_the_same_command_finishes(tiny_world, tmp_path):
+    work = tmp_path / "work"
+    cmd = extract_cmd(tiny_world, work)
+    proc = start(cmd, hold_from=2)
+    try:
+        wait_for_markers(work, 2, proc)
+        proc.kill()  # SIGKILL: no handler, no clean-up
+        proc.wait(timeout=30)
+    finally:
+        stop_group(proc)
+    lock = json.loads((work / "_lock.json").read_text())
+    assert lock["pid"] == proc.pid  # the dead driver's record is still there
+    # what a writer killed mid-write leaves
+    half = work / f"extract/val/proposals/part-00005.parquet.tmp-{'0' * 32}"
+    half.write_bytes(b"half")
+    summary, err = finish(cmd, work)
+    assert summary["resumed_shards"] == 2 and summary["done"] == 16
+    assert f"took over the lock of `lsda extract` (pid {proc.pid} on" in err
+    assert "1 temporary files it left removed" in err
