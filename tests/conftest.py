@@ -155,6 +155,7 @@ class RayHead:
     address: str  # the job server, http://127.0.0.1:PORT
     env: dict  # what a client needs: the cluster's token, and the S3 settings
     logs: Path  # Ray's session logs
+    gcs: str  # 127.0.0.1:PORT, what ray.init(address=...) joins
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def ray_head(s3_server):
     address = f"http://127.0.0.1:{dashboard}"
     try:
         _wait_for_job_server(address, env["RAY_AUTH_TOKEN"], proc, f"{tmp}/head.log")
-        yield RayHead(address, env, Path(tmp))
+        yield RayHead(address, env, Path(tmp), f"127.0.0.1:{gcs}")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

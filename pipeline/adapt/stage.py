@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from pipeline import lineage
 from pipeline.adapt.rows import adapt_rows, apply_rows, with_bias
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
@@ -36,7 +37,8 @@ def run_adapt(
     trained = payload["trained"]
     name = name or default_name(k, len(trained))
     out = wd.adapted(name)
-    if storage.exists(out) and not overwrite:
+    inputs = {"cls": lineage.of(wd.classifier()), "det": lineage.of(wd.finetuned(det)), "k": k}
+    if not overwrite and lineage.is_current(out, inputs, f"adapt {name}"):
         return {"model": out, "skipped": True}
     b_rows = categories.rows(trained)
     trained_set = set(trained)
@@ -69,4 +71,5 @@ def run_adapt(
         schema=NEIGHBOUR_SCHEMA,
     )
     storage.write_table(wd.neighbours(name), table)
+    lineage.record(out, inputs)
     return {"model": out, "name": name, "k": k, "adapted": len(a_rows), "set_b": len(b_rows)}

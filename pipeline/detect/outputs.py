@@ -78,11 +78,15 @@ def _write(work: str, name: str, split: str, table: pa.Table) -> None:
         for r in table.to_pylist()
     ]
     storage.write_text(wd.detection_coco(name, split), json.dumps(coco))
-    storage.write_text(storage.join(wd.detections(name, split), "_SUCCESS"), "")
+    storage.write_text(done_marker(work, name, split), "")
+
+
+def done_marker(work: str, name: str, split: str) -> str:
+    return storage.join(WorkDir(work).detections(name, split), "_SUCCESS")
 
 
 def finished(work: str, name: str, split: str) -> bool:
-    return storage.exists(storage.join(WorkDir(work).detections(name, split), "_SUCCESS"))
+    return storage.exists(done_marker(work, name, split))
 
 
 def ds_urls(work: str, split: str, images: list[str] | None) -> dict[str, str]:

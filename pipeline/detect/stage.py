@@ -9,11 +9,13 @@ import time
 
 import cv2
 
+from pipeline import lineage
 from pipeline.data.categories import read_categories
 from pipeline.detect.fanout import image_and_boxes, score_images
-from pipeline.detect.outputs import add_rows, finished, new_rows, write_detections
+from pipeline.detect.outputs import add_rows, done_marker, new_rows, write_detections
 from pipeline.detect.scoring import MultiDetector
-from schemas.config import ExtractConfig, PostConfig, ScoringConfig
+from pipeline.workdir import WorkDir
+from schemas.config import ExtractConfig, PostConfig, ScoringConfig, to_dict
 
 
 class DetectActor:
@@ -63,7 +65,27 @@ def run_detect(
     """Score ``split``'s proposals (or ``images``) with every detector in ``models``;
     ``images`` get ``proposals``' selective search, as training's windows did."""
     split = split or "images"
-    todo = {n: u for n, u in models.items() if overwrite or not finished(work, n, split)}
+    source = (
+        lineage.fingerprint({"images": images}) if images else lineage.of_extraction(work, split)
+    )
+    settings = {
+        "post": to_dict(post),
+        "all_categories": all_categories,
+        "precision": scoring.precision,
+    }
+    inputs = {n: {"model": lineage.of(u), "split": source, **settings} for n, u in models.items()}
+    wd = WorkDir(work)
+    todo = {
+        n: u
+        for n, u in models.items()
+        if overwrite
+        or not lineage.is_current(
+            wd.detections(n, split),
+            inputs[n],
+            f"detect {n}",
+            must_exist=done_marker(work, n, split),
+        )
+    }
     if not todo:
         return {"skipped": sorted(models)}
     categories = read_categories(data)
@@ -79,6 +101,8 @@ def run_detect(
     table, n_images = score_images(work, split, images, DetectActor, kwargs, actors, scoring.gpus)
     seconds = time.perf_counter() - t0
     summary = write_detections(work, todo, split, table, images, n_images, draw)
+    for name in todo:
+        lineage.record(wd.detections(name, split), inputs[name])
     for s in summary.values():  # scoring, all detectors together, actor start-up included
         s.update(seconds=round(seconds, 2), images_per_s=round(n_images / seconds, 2))
     return summary

@@ -17,6 +17,7 @@ from collections.abc import Collection
 import torch
 import torch.nn.functional as F
 
+from pipeline import lineage
 from pipeline.data.categories import read_categories
 from pipeline.data.category_sets import held_back
 from pipeline.io import storage
@@ -193,7 +194,12 @@ def run_train_cls(
     work = storage.absolute(work)  # the URLs below go to Train workers
     wd = WorkDir(work)
     out = wd.classifier()
-    if trainer.already_trained(work, out, CLASSIFIER, overwrite):
+    inputs = {
+        "cls": lineage.of_extraction(work, "cls"),
+        "config": trainer.settings(cfg),
+        "sets": to_dict(sets),
+    }
+    if trainer.up_to_date(work, out, CLASSIFIER, inputs, overwrite, "train-cls"):
         return {"model": out, "skipped": True}
     urls, ext, size = _classification_shards(wd, cfg)
     categories, n_train = classification_categories(
@@ -229,6 +235,7 @@ def run_train_cls(
         input_size=size,
         pixel_mean=list(ext.pixel_mean),
     )
+    lineage.record(out, inputs)
     return {
         "model": out,
         "categories": categories.num_categories,

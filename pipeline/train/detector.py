@@ -20,6 +20,7 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
+from pipeline import lineage
 from pipeline.data.category_sets import CategoryRoles, category_roles
 from pipeline.extract.stage import TRAINING_SPLITS, extraction_params
 from pipeline.io import storage
@@ -216,9 +217,15 @@ def run_train_det(
     name = name or default_name(cfg)
     wd = WorkDir(work)
     out, run = wd.finetuned(name), finetune_run(name)
-    if trainer.already_trained(work, out, run, overwrite):
-        return {"model": out, "skipped": True}
     cls_url = wd.classifier()
+    inputs = {
+        "cls": lineage.of(cls_url),
+        **{s: lineage.of_extraction(work, s, cfg.oracle) for s in TRAINING_SPLITS},
+        "config": trainer.settings(cfg),
+        "sets": to_dict(sets),
+    }
+    if trainer.up_to_date(work, out, run, inputs, overwrite, f"train-det {name}"):
+        return {"model": out, "skipped": True}
     _, categories, payload = load_model(cls_url)
     size = payload["input_size"]
     urls = _window_shards(wd, cfg, payload)
@@ -263,4 +270,5 @@ def run_train_det(
         trained=trained,
         name=name,
     )
+    lineage.record(out, inputs)
     return {"model": out, "name": name, **metrics, "seconds": round(time.time() - t0, 1)}

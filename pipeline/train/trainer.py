@@ -13,10 +13,11 @@ import tempfile
 
 import torch
 
+from pipeline import lineage
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer
 from pipeline.workdir import WorkDir
-from schemas.config import TrainConfig
+from schemas.config import TrainConfig, to_dict
 
 
 def run_config(work: str, name: str, max_failures: int):
@@ -147,13 +148,29 @@ def restore(model, optimizer) -> tuple[int, list[dict]]:
     return int(state["step"]), list(state.get("history", []))
 
 
-def already_trained(work: str, out: str, run: str, overwrite: bool) -> bool:
-    """True if ``out`` exists and is to be kept; with ``overwrite``, forget ``run``'s
-    checkpoints so that the fit starts over instead of resuming."""
-    if overwrite:
+# Settings of how a fit runs, not of what it makes: changing them redoes nothing.
+RUN_ONLY = ("max_failures", "inject_failure_at", "checkpoint_every")
+
+
+def settings(cfg: TrainConfig) -> dict:
+    """The settings that shape the model, for its record (``pipeline.lineage``)."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY}
+
+
+def up_to_date(work: str, out: str, run: str, inputs: dict, overwrite: bool, stage: str) -> bool:
+    """True if ``out`` exists and was made from ``inputs`` (``pipeline.lineage``). Otherwise
+    the fit of ``run`` is to be done: its checkpoints are kept for resuming only if they were
+    made from the same inputs (never a checkpoint of other settings); ``overwrite`` forgets
+    them in any case."""
+    if not overwrite and lineage.is_current(out, inputs, stage):
+        return True
+    run_url = WorkDir(work).train_run(run)
+    if overwrite or (storage.exists(run_url) and lineage.changed(run_url, inputs)):
+        if not overwrite:
+            print(f"{stage}: not resuming {run_url}: made from other inputs", flush=True)
         discard_run(work, run)
-        return False
-    return storage.exists(out)
+    lineage.record(run_url, inputs)
+    return False
 
 
 def fit(loop, config: dict, cfg: TrainConfig, work: str, run: str) -> tuple[dict, dict]:

@@ -169,3 +169,31 @@ def test_credentials_never_appear_in_outputs_or_logs(s3_run, ray_head):
     printed = s3_run["faulty"].stdout + s3_run["faulty"].stderr + s3_run["rerun"].stdout
     leaked += ["job output"] if TEST_KEY_ID in printed or TEST_SECRET in printed else []
     assert leaked == []
+
+
+JOIN = "import ray; ray.init(address={!r}); print('joined', ray.cluster_resources()['CPU'])"
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "right"])
+def test_the_cluster_refuses_a_client_without_its_token(ray_head, token, tmp_path):
+    """Token authentication, proven: the job server and the GCS refuse a client without the
+    cluster's token or with a wrong one, and accept the right one. (HOME elsewhere: a local
+    Ray instance leaves its own token in ~/.ray/auth_token, which a client would send.)"""
+    env = {k: v for k, v in ray_head.env.items() if k != "RAY_AUTH_TOKEN"}
+    env["HOME"] = str(tmp_path)
+    if token == "wrong":
+        env["RAY_AUTH_TOKEN"] = "0" * 32
+    elif token == "right":
+        env["RAY_AUTH_TOKEN"] = ray_head.env["RAY_AUTH_TOKEN"]
+    jobs = subprocess.run([sys.executable, "-m", "jobs.cli", "jobs", "list", "--address",
+                           ray_head.address], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    join = subprocess.run([sys.executable, "-c", JOIN.format(ray_head.gcs)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    if token == "right":
+        assert jobs.returncode == 0, jobs.stderr[-2000:]
+        assert join.returncode == 0 and "joined 2.0" in join.stdout, join.stderr[-2000:]
+    else:
+        assert jobs.returncode != 0 and "Token authentication is enabled" in jobs.stderr
+        assert join.returncode != 0 and "joined" not in join.stdout
+        assert "token" in join.stderr.lower() and "auth" in join.stderr.lower()

@@ -145,3 +145,35 @@ def test_readme_vocabulary_commands(quick_run, tmp_path, capsys):
     assert main(argv) == 0
     added = json.loads(capsys.readouterr().out.splitlines()[0])
     assert added["replaced"] == [folder.name] and added["refused"] == []
+
+
+def test_a_changed_setting_redoes_what_depends_on_it_and_nothing_else(quick_run, tmp_path, capsys):
+    """Last in the module (it changes the run's outputs): one [train_det] setting changed;
+    the fine-tunes that use it and everything after them are redone, the extraction, the
+    classifier and the background-only fine-tune (its own iteration count) are not."""
+    import yaml
+
+    data, work, _ = quick_run
+    doc = yaml.safe_load(Path("configs/toyworld.yaml").read_text())
+    doc["quick"]["train_det"]["iterations"] = 20  # all-layers and oracle; bg-only has its own
+    config = tmp_path / "changed.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    files = {
+        "cls": "models/cls.pt",
+        "bg-only": "models/det-bg.pt",
+        "all-layers": "models/det-all-fcB.pt",
+        "knn-5": "models/detector-knn-5.pt",
+        "detect classifier": "detect/classifier/val2/_SUCCESS",
+        "detect knn-5": "detect/knn-5/val2/_SUCCESS",
+        "extract": "extract/det-train/windows/part-00000.parquet",
+    }
+    before = {k: Path(work, f).stat().st_mtime_ns for k, f in files.items()}
+    capsys.readouterr()
+    run_pipeline(data, work, str(config), quick=True, progress=False)
+    out = capsys.readouterr().out
+    after = {k: Path(work, f).stat().st_mtime_ns for k, f in files.items()}
+    redone = sorted(k for k in files if after[k] != before[k])
+    assert redone == ["all-layers", "detect knn-5", "knn-5"], out
+    assert "train-det all-fcB: redoing" in out and "(config.iterations)" in out
+    assert "train-det oracle: redoing" in out and "train-det bg: redoing" not in out
+    assert "adapt knn-5: redoing" in out and "(det)" in out
