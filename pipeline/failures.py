@@ -7,8 +7,10 @@ quarantined (``pipeline.extract.shard``).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 
 DEFAULT_MAX_BAD = 0.05  # the share of quarantined inputs above which a stage fails
 
@@ -82,3 +84,11 @@ def check_bad_share(what: str, bad: int, total: int, max_bad: float, where: str)
             f"{what}: {bad} of {total} inputs quarantined ({100 * bad / total:.1f}% > limit "
             f"{100 * max_bad:g}%, --max-bad); their reasons are in {where}"
         )
+
+
+def held_for_a_test(shard: int) -> None:
+    """Interrupt tests: with ``LSDA_TEST_HOLD_FROM_SHARD=N`` shards N and later wait to be
+    stopped, so that a signal meets a run with exactly N shards done, however fast they are."""
+    hold = os.environ.get("LSDA_TEST_HOLD_FROM_SHARD")
+    if hold and shard >= int(hold):
+        time.sleep(600)

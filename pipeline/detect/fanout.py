@@ -1,5 +1,5 @@
-"""Every image of a split (or a list of images) through a pool of scoring actors, with
-Ray Data: the fan-out ``detect`` and ``score-vocab`` share."""
+"""Every image of an extracted split through a pool of scoring actors, with Ray Data: the
+fan-out ``detect`` and ``score-vocab`` share (a user's images: ``image_list``)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,7 @@ def image_and_boxes(image_url: str, boxes, mean, proposals: ExtractConfig):
     return image, np.array(boxes, np.float32).reshape(-1, 4)  # writable, for torch
 
 
-def _inputs(work: str, split: str | None, images: list[str] | None):
-    import ray.data
-
-    if images:
-        items = [{"image_id": storage.stem(u), "image_url": u, "boxes": []} for u in images]
-        return ray.data.from_items(items), len(items)
+def _inputs(work: str, split: str):
     wd = WorkDir(work)
     urls = wd.extract_parts(split, "proposals")
     if not urls:
@@ -55,18 +50,17 @@ def actor_count(actors: int, n_images: int, gpus: bool) -> int:
 def score_images(
     work: str,
     split: str,
-    images: list[str] | None,
     actor: type,
     kwargs: dict,
     actors: int,
     gpus: bool = False,
 ) -> tuple[pa.Table, int]:
-    """Every image of ``split`` (or ``images``) through an actor pool of ``actor(**kwargs)``,
+    """Every image of ``split``'s proposals through an actor pool of ``actor(**kwargs)``,
     one GPU per actor with ``gpus``; the rows they return, and the number of images."""
     import ray.data
 
     ensure_ray()
-    ds, n_images = _inputs(work, split, images)
+    ds, n_images = _inputs(work, split)
     n_actors = actor_count(actors, n_images, gpus)
     ds = ds.repartition(max(1, min(n_images // 4, 64 * n_actors)))  # work for every actor
     ds = ds.map_batches(

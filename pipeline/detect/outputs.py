@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.detect.draw import draw_detections
 from pipeline.io import storage
@@ -28,6 +29,9 @@ DETECTION_SCHEMA = pa.schema(
 )
 
 
+ROWS_SCHEMA = pa.schema([("model", pa.string()), *DETECTION_SCHEMA])  # what actors return
+
+
 def new_rows() -> dict[str, list]:
     return {"model": [], **{f: [] for f in DETECTION_SCHEMA.names}}
 
@@ -44,30 +48,22 @@ def add_rows(rows, model, image_id, boxes, scores, wnids, ids: dict[str, int]) -
 
 
 def write_detections(
-    work: str, names, split: str, table: pa.Table, images, n_images: int, draw: int
+    work: str, names, split: str, table: pa.Table, n_images: int, draw: int
 ) -> dict:
     """Each model's rows of ``table`` to its output folder; a summary per model."""
     summary = {}
     for name in names:
-        mine = (
-            table.filter(pa.compute.equal(table.column("model"), name)) if table.num_rows else table
-        )
-        mine = (
-            mine.select(DETECTION_SCHEMA.names).cast(DETECTION_SCHEMA)
-            if mine.num_rows
-            else DETECTION_SCHEMA.empty_table()
-        )
+        mine = _model_rows(table, name) if table.num_rows else DETECTION_SCHEMA.empty_table()
         _write(work, name, split, mine)
         if draw:
-            draw_detections(work, name, split, mine, ds_urls(work, split, images), draw)
+            draw_detections(work, name, split, mine, ds_urls(work, split), draw)
         summary[name] = {"detections": mine.num_rows, "images": n_images}
     return summary
 
 
-def _write(work: str, name: str, split: str, table: pa.Table) -> None:
-    wd = WorkDir(work)
-    storage.write_table(wd.detection_table(name, split), table)
-    coco = [
+def _coco(table: pa.Table) -> list[dict]:
+    """COCO-style results: bbox as [x, y, width, height]."""
+    return [
         {
             "image_id": r["image_id"],
             "category_id": r["category_id"],
@@ -77,21 +73,57 @@ def _write(work: str, name: str, split: str, table: pa.Table) -> None:
         }
         for r in table.to_pylist()
     ]
-    storage.write_text(wd.detection_coco(name, split), json.dumps(coco))
+
+
+def _write(work: str, name: str, split: str, table: pa.Table) -> None:
+    wd = WorkDir(work)
+    storage.write_table(wd.detection_table(name, split), table)
+    storage.write_text(wd.detection_coco(name, split), json.dumps(_coco(table)))
     storage.write_text(done_marker(work, name, split), "")
+
+
+def _model_rows(table: pa.Table, name: str) -> pa.Table:
+    mine = table.filter(pc.equal(table.column("model"), name))
+    return mine.select(DETECTION_SCHEMA.names).cast(DETECTION_SCHEMA)
+
+
+def write_from_parts(
+    work: str, name: str, split: str, parts: list[str], urls: dict[str, str], draw: int
+) -> int:
+    """One model's outputs from a run's row parts (``image_list``), streamed: one part in
+    memory at a time, whatever the number of images. Returns the detections written."""
+    import pyarrow.parquet as pq
+
+    wd = WorkDir(work)
+    n, to_draw = 0, []
+    with (
+        storage.open_atomic(wd.detection_table(name, split)) as table_file,
+        storage.open_atomic(wd.detection_coco(name, split)) as coco_file,
+    ):
+        writer = pq.ParquetWriter(table_file, DETECTION_SCHEMA, compression="zstd")
+        coco_file.write(b"[")
+        for url in parts:
+            mine = _model_rows(storage.read_table(url), name)
+            writer.write_table(mine)
+            for record in _coco(mine):
+                coco_file.write((b", " if n else b"") + json.dumps(record).encode())
+                n += 1
+            if draw and len({i for t in to_draw for i in t.column("image_id").to_pylist()}) < draw:
+                to_draw.append(mine)
+        writer.close()
+        coco_file.write(b"]")
+    if to_draw:
+        draw_detections(work, name, split, pa.concat_tables(to_draw), urls, draw)
+    storage.write_text(done_marker(work, name, split), "")
+    return n
 
 
 def done_marker(work: str, name: str, split: str) -> str:
     return storage.join(WorkDir(work).detections(name, split), "_SUCCESS")
 
 
-def finished(work: str, name: str, split: str) -> bool:
-    return storage.exists(done_marker(work, name, split))
-
-
-def ds_urls(work: str, split: str, images: list[str] | None) -> dict[str, str]:
-    if images:
-        return {storage.stem(u): u for u in images}
+def ds_urls(work: str, split: str) -> dict[str, str]:
+    """Image id -> URL of an extracted split."""
     urls = WorkDir(work).extract_parts(split, "proposals")
     tables = [storage.read_table(u, ["image_id", "image_url"]) for u in urls]
     return {r["image_id"]: r["image_url"] for t in tables for r in t.to_pylist()}

@@ -12,6 +12,7 @@ import cv2
 from pipeline import lineage
 from pipeline.data.categories import read_categories
 from pipeline.detect.fanout import image_and_boxes, score_images
+from pipeline.detect.image_list import detect_image_list
 from pipeline.detect.outputs import add_rows, done_marker, new_rows, write_detections
 from pipeline.detect.scoring import MultiDetector
 from pipeline.workdir import WorkDir
@@ -97,10 +98,18 @@ def run_detect(
         "proposals": proposals,
         "scoring": scoring,
     }
+    if images:  # a user's images: quarantined when bad, scored in resumable shards
+        key = {"images": images, "models": {n: inputs[n] for n in todo}}
+        summary = detect_image_list(
+            work, list(todo), images, DetectActor, kwargs, actors, scoring.gpus, draw, key
+        )
+        for name in todo:
+            lineage.record(wd.detections(name, split), inputs[name])
+        return summary
     t0 = time.perf_counter()
-    table, n_images = score_images(work, split, images, DetectActor, kwargs, actors, scoring.gpus)
+    table, n_images = score_images(work, split, DetectActor, kwargs, actors, scoring.gpus)
     seconds = time.perf_counter() - t0
-    summary = write_detections(work, todo, split, table, images, n_images, draw)
+    summary = write_detections(work, todo, split, table, n_images, draw)
     for name in todo:
         lineage.record(wd.detections(name, split), inputs[name])
     for s in summary.values():  # scoring, all detectors together, actor start-up included

@@ -15,16 +15,18 @@ import json
 import cv2
 import torch
 
+from pipeline import lineage
 from pipeline.data.hierarchy import read_hierarchy
 from pipeline.detect.fanout import image_and_boxes, score_images
-from pipeline.detect.outputs import add_rows, finished, new_rows, write_detections
+from pipeline.detect.image_list import detect_image_list
+from pipeline.detect.outputs import add_rows, done_marker, new_rows, write_detections
 from pipeline.detect.scoring import WindowFeeder
 from pipeline.detect.vocab import VocabScorer
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, load_payload
 from pipeline.model.nets import CategoryMap
 from pipeline.workdir import WorkDir
-from schemas.config import ExtractConfig, ScoringConfig, VocabPostConfig
+from schemas.config import ExtractConfig, ScoringConfig, VocabPostConfig, to_dict
 
 
 def hierarchy_nodes(data: str, wnids: list[str]) -> tuple[list[str], list[tuple[int, int]]]:
@@ -101,7 +103,20 @@ def run_score_vocab(
 ) -> dict:
     """Score ``split``'s proposals (or ``images``) against every category of ``model``."""
     split = split or "images"
-    if finished(work, name, split) and not overwrite:
+    source = (
+        lineage.fingerprint({"images": images}) if images else lineage.of_extraction(work, split)
+    )
+    inputs = {
+        "model": [model, lineage.of(model)],
+        "split": source,
+        "post": to_dict(post),
+        "hierarchy": hierarchy,
+        "precision": scoring.precision,
+    }
+    out = WorkDir(work).detections(name, split)
+    if not overwrite and lineage.is_current(
+        out, inputs, f"score-vocab {name}", must_exist=done_marker(work, name, split)
+    ):
         return {"skipped": [name]}
     categories = CategoryMap(tuple(load_payload(model)["wnids"]))  # no network needed here
     nodes, ancestry = hierarchy_nodes(data, list(categories.wnids)) if hierarchy else ([], [])
@@ -114,13 +129,16 @@ def run_score_vocab(
         "proposals": proposals,
         "scoring": scoring,
     }
-    table, n_images = score_images(work, split, images, VocabActor, kwargs, actors, scoring.gpus)
     vocabulary = [{"id": i + 1, "wnid": w} for i, w in enumerate([*categories.wnids, *nodes])]
-    storage.write_text(
-        storage.join(WorkDir(work).detections(name, split), "vocabulary.json"),
-        json.dumps(vocabulary),
-    )
-    summary = write_detections(work, [name], split, table, images, n_images, draw)[name]
+    storage.write_text(storage.join(out, "vocabulary.json"), json.dumps(vocabulary))
+    if images:  # a user's images: quarantined when bad, scored in resumable shards
+        summary = detect_image_list(
+            work, [name], images, VocabActor, kwargs, actors, scoring.gpus, draw, inputs
+        )[name]
+    else:
+        table, n_images = score_images(work, split, VocabActor, kwargs, actors, scoring.gpus)
+        summary = write_detections(work, [name], split, table, n_images, draw)[name]
+    lineage.record(out, inputs)
     return {
         **summary,
         "categories": categories.num_categories,

@@ -17,7 +17,6 @@ before its marker is rewritten is redone under the same names (no duplicate rows
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import traceback
@@ -33,6 +32,7 @@ from pipeline.data.boxes import best_overlap
 from pipeline.data.cls_reader import read_cls_many
 from pipeline.extract.proposals import selective_search
 from pipeline.extract.warp import context_padding, resize_square, warp_windows
+from pipeline.failures import held_for_a_test
 from pipeline.io import storage
 from pipeline.io.images import ImageError, decode_rgb
 from schemas.arrow import (
@@ -237,7 +237,7 @@ def process_shard(
     ``params`` (the run's settings) go into every Parquet file's metadata; ``proposals_from``
     is an extraction of the same images whose proposals are reused."""
     cv2.setNumThreads(1)  # one task per core: OpenCV's own threads only contend
-    _held_for_a_test(shard)
+    held_for_a_test(shard)
     out = ShardOutput()
     node = _node()
     fetched = prefetch_cls(items) if split == "cls" else {}
@@ -276,14 +276,6 @@ def process_shard(
         out.manifest.append(row)
     write_shard(split_dir, shard, out, split, windows, params or {}, attempt)
     return out.manifest
-
-
-def _held_for_a_test(shard: int) -> None:
-    """Interrupt tests: with ``LSDA_TEST_HOLD_FROM_SHARD=N`` shards N and later wait to be
-    stopped, so that a signal meets a run with exactly N shards done, however fast they are."""
-    hold = os.environ.get("LSDA_TEST_HOLD_FROM_SHARD")
-    if hold and shard >= int(hold):
-        time.sleep(600)
 
 
 def _fail(split_dir: str, shard: int, item: dict, exc: Exception) -> None:

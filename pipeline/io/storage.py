@@ -15,6 +15,7 @@ the next run), never gone. See docs/faults.md.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -268,6 +269,34 @@ def write_bytes(url: str, data: bytes) -> None:
             raise
     else:
         fs.pipe_file(path, data)
+
+
+@contextlib.contextmanager
+def open_atomic(url: str):
+    """A binary file to stream into, under its final name only once complete: a temporary
+    file renamed on a local disk, a multipart upload completed at the end (aborted on an
+    error) on object storage."""
+    fs, path = get_fs(url)
+    if _is_local(fs):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        f.discard()  # no object appears
+        f.closed = True
+        raise
+    f.close()
 
 
 def write_text(url: str, text: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -41,8 +42,10 @@ def start(cmd: list[str], hold_from: int | None = None) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def wait_for_markers(work: Path, n: int, proc: subprocess.Popen, timeout_s: float = 240) -> None:
-    markers = work / "extract/val/_done"
+def wait_for_markers(
+    work: Path, n: int, proc: subprocess.Popen, timeout_s: float = 240, split: str = "val"
+) -> None:
+    markers = work / "extract" / split / "_done"
     deadline = time.monotonic() + timeout_s
     while len(list(markers.glob("*.json"))) < n:
         assert proc.poll() is None, proc.communicate()
@@ -119,3 +122,59 @@ def test_a_killed_driver_leaves_a_work_dir_the_same_command_finishes(tiny_world,
     assert summary["resumed_shards"] == 2 and summary["done"] == 16
     assert f"took over the lock of `lsda extract` (pid {proc.pid} on" in err
     assert "1 temporary files it left removed" in err
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 300) -> list[str]:
+    """The driver's stdout lines up to the first holding ``text`` (a point of its progress,
+    not a time)."""
+    lines, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if not ready:
+            assert proc.poll() is None, "".join(lines) + proc.stderr.read()
+            continue
+        line = proc.stdout.readline()
+        assert line, "".join(lines) + proc.stderr.read()  # it exited first
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no {text!r} in {timeout_s} s: {''.join(lines)}")
+
+
+def stop_and_time(proc: subprocess.Popen, sig: signal.Signals) -> tuple[float, str]:
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return time.monotonic() - t0, err
+
+
+def test_a_signal_stops_training_and_run(tiny_world, tmp_path):
+    """SIGTERM after train-cls's first epoch; SIGINT to `lsda run` during its extraction."""
+    work = tmp_path / "work"
+    config = ["--config", "configs/toyworld.yaml"]
+    prepare = [sys.executable, "-m", "jobs.cli", "extract", "--data", tiny_world, "--work",
+               str(work), "--split", "cls", *config, "--no-progress"]  # fmt: skip
+    assert subprocess.run(prepare, capture_output=True, timeout=600).returncode == 0
+    train = [sys.executable, "-m", "jobs.cli", "train-cls", "--data", tiny_world, "--work",
+             str(work), *config, "--epochs", "200", "--workers", "1"]  # fmt: skip
+    proc = start(train)
+    try:
+        wait_for_line(proc, "train-cls epoch 1/200")
+        took_train, err = stop_and_time(proc, signal.SIGTERM)
+    finally:
+        stop_group(proc)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("lsda train-cls: stopped by SIGTERM")
+    assert not (work / "models/cls.pt").exists() and temp_files(work) == []
+    run = [sys.executable, "-m", "jobs.cli", "run", "--data", tiny_world, "--work",
+           str(tmp_path / "run"), *config, "--quick", "--no-progress"]  # fmt: skip
+    proc = start(run, hold_from=1)
+    try:
+        wait_for_markers(tmp_path / "run", 1, proc, split="cls")
+        took_run, err = stop_and_time(proc, signal.SIGINT)
+    finally:
+        stop_group(proc)
+    print(f"SIGTERM: train-cls stopped in {took_train:.1f} s; SIGINT: run in {took_run:.1f} s")
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("lsda run: stopped by SIGINT")
+    assert max(took_train, took_run) < STOP_WITHIN_S

@@ -109,11 +109,17 @@ def test_detect_on_arbitrary_images_extracts_proposals_and_draws(quick_run, tmp_
     folder.mkdir()
     for image in images:
         os.symlink(image, folder / image.name)
+    (folder / "corrupt.JPEG").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (folder / "empty.JPEG").write_bytes(b"")
     model = "knn-5=" + str(Path(work, "models/detector-knn-5.pt"))
     argv = ["detect", "--data", data, "--work", work, "--model", model,
             "--images", f"{folder}/*.JPEG", "--draw", "2"]  # fmt: skip
     assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out)["knn-5"]["images"] == 2
+    summary = json.loads(capsys.readouterr().out)["knn-5"]
+    assert (summary["images"], summary["done"], summary["quarantined"]) == (4, 2, 2)
+    assert summary["reasons"] == {"corrupt-image": 1, "empty-file": 1}
+    manifest = pq.read_table(summary["manifest"]).to_pylist()
+    assert sorted(r["image_id"] for r in manifest if r["status"] != "done") == ["corrupt", "empty"]
     out = Path(work, "detect/knn-5/images")
     assert pq.read_table(out / "detections.parquet").num_rows > 0
     assert len(list((out / "drawn").glob("*.jpg"))) == 2
