@@ -42,14 +42,14 @@ def run_stage(name: str, args: argparse.Namespace, run: Callable[[argparse.Names
     stderr and exit code 2, a failed stage (a bug in a shard, too many bad inputs, storage
     still failing after the client's retries) as one line and exit code 1, and SIGINT /
     SIGTERM as one line and exit code 130 / 143."""
-    from pipeline.failures import StageFailed, handle_stop_signals
+    from pipeline.failures import StageFailed, stop_signals
     from pipeline.io.lock import WorkDirBusy
     from pipeline.io.storage import is_io_error
 
-    handle_stop_signals()
     try:
-        apply_common(args)
-        return _run_locked(name, args, run)
+        with stop_signals():
+            apply_common(args)
+            return _run_locked(name, args, run)
     except KeyboardInterrupt as exc:
         return _stopped(name, args, exc)
     except (*user_errors(), WorkDirBusy) as exc:
@@ -85,7 +85,9 @@ def _stopped(name: str, args: argparse.Namespace, exc: KeyboardInterrupt) -> int
     writers left half-done, and say how to go on."""
     import signal
 
-    signum = getattr(exc, "signum", signal.SIGINT)
+    from pipeline.failures import stop_signal
+
+    signum = stop_signal(exc)
     try:
         import ray
 

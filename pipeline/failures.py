@@ -7,6 +7,7 @@ quarantined (``pipeline.extract.shard``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -29,30 +30,55 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_last_signal: int | None = None
+
+
 def _raise_interrupted(signum: int, frame) -> None:
+    global _last_signal
+    _last_signal = signum
     # a second signal while stopping: the default action, at once
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Interrupted(signum)
 
 
+def stop_signal(exc: KeyboardInterrupt) -> int:
+    """The signal behind ``exc``: Ray Train re-raises a plain KeyboardInterrupt of its own
+    when a fit is interrupted, so the signal is remembered apart."""
+    return getattr(exc, "signum", None) or _last_signal or signal.SIGINT
+
+
 _handling = False
 
 
-def handle_stop_signals() -> None:
-    """SIGINT and SIGTERM raise ``Interrupted`` (the CLI's main thread only)."""
+@contextlib.contextmanager
+def stop_signals():
+    """While inside: SIGINT and SIGTERM raise ``Interrupted`` (in the main thread only; the
+    previous handlers are back afterwards, for a caller that goes on, such as a test)."""
     global _handling
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     _handling = True
+    _arm()
+    try:
+        yield
+    finally:
+        _handling = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _arm() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupted)
 
 
 def rearm_stop_signals() -> None:
     """After ``ray.init``, which sets its own SIGTERM handler (``sys.exit(15)``)."""
-    if _handling:
-        handle_stop_signals()
+    if _handling and threading.current_thread() is threading.main_thread():
+        _arm()
 
 
 def failure_message(exc: BaseException, cls: type[BaseException]) -> str | None:
