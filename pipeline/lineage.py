@@ -64,6 +64,11 @@ def of_extraction(work: str, split: str, oracle: bool = False) -> str:
     return fingerprint({"params": parts[0], "done": summary.get("done")})
 
 
+def of_images(images: list[str]) -> str:
+    """A list of user images' fingerprint (its URLs)."""
+    return fingerprint({"images": sorted(images)})
+
+
 def changed(url: str, inputs: dict) -> list[str] | None:
     """None if ``url``'s record matches ``inputs``; else the names of the inputs that differ
     (``["no record"]`` when there is none)."""

@@ -66,9 +66,7 @@ def run_detect(
     """Score ``split``'s proposals (or ``images``) with every detector in ``models``;
     ``images`` get ``proposals``' selective search, as training's windows did."""
     split = split or "images"
-    source = (
-        lineage.fingerprint({"images": images}) if images else lineage.of_extraction(work, split)
-    )
+    source = lineage.of_images(images) if images else lineage.of_extraction(work, split)
     settings = {
         "post": to_dict(post),
         "all_categories": all_categories,
@@ -103,15 +101,13 @@ def run_detect(
         summary = detect_image_list(
             work, list(todo), images, DetectActor, kwargs, actors, scoring.gpus, draw, key
         )
-        for name in todo:
-            lineage.record(wd.detections(name, split), inputs[name])
-        return summary
-    t0 = time.perf_counter()
-    table, n_images = score_images(work, split, DetectActor, kwargs, actors, scoring.gpus)
-    seconds = time.perf_counter() - t0
-    summary = write_detections(work, todo, split, table, n_images, draw)
+    else:
+        t0 = time.perf_counter()
+        table, n_images = score_images(work, split, DetectActor, kwargs, actors, scoring.gpus)
+        seconds = time.perf_counter() - t0
+        summary = write_detections(work, todo, split, table, n_images, draw)
+        for s in summary.values():  # scoring, all detectors together, actor start-up included
+            s.update(seconds=round(seconds, 2), images_per_s=round(n_images / seconds, 2))
     for name in todo:
         lineage.record(wd.detections(name, split), inputs[name])
-    for s in summary.values():  # scoring, all detectors together, actor start-up included
-        s.update(seconds=round(seconds, 2), images_per_s=round(n_images / seconds, 2))
     return summary

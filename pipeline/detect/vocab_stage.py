@@ -103,9 +103,7 @@ def run_score_vocab(
 ) -> dict:
     """Score ``split``'s proposals (or ``images``) against every category of ``model``."""
     split = split or "images"
-    source = (
-        lineage.fingerprint({"images": images}) if images else lineage.of_extraction(work, split)
-    )
+    source = lineage.of_images(images) if images else lineage.of_extraction(work, split)
     inputs = {
         "model": [model, lineage.of(model)],
         "split": source,
