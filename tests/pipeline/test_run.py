@@ -154,9 +154,10 @@ def test_readme_vocabulary_commands(quick_run, tmp_path, capsys):
 
 
 def test_a_changed_setting_redoes_what_depends_on_it_and_nothing_else(quick_run, tmp_path, capsys):
-    """Last in the module (it changes the run's outputs): one [train_det] setting changed;
-    the fine-tunes that use it and everything after them are redone, the extraction, the
-    classifier and the background-only fine-tune (its own iteration count) are not."""
+    """After the tests that check the run's outputs (it changes them): one [train_det]
+    setting changed; the fine-tunes that use it and everything after them are redone, the
+    extraction, the classifier and the background-only fine-tune (its own iteration count)
+    are not."""
     import yaml
 
     data, work, _ = quick_run
@@ -183,3 +184,42 @@ def test_a_changed_setting_redoes_what_depends_on_it_and_nothing_else(quick_run,
     assert "train-det all-fcB: redoing" in out and "(config.iterations)" in out
     assert "train-det oracle: redoing" in out and "train-det bg: redoing" not in out
     assert "adapt knn-5: redoing" in out and "(det)" in out
+
+
+def test_detect_on_images_stops_on_sigterm_and_resumes(quick_run, tmp_path):
+    """`lsda detect --images` over 150 images (5 shards), SIGTERM once the first shard is done
+    (a test hook holds the others); the same command then scores the other four only."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, work, _ = quick_run
+    cmd = [sys.executable, "-m", "jobs.cli", "detect", "--data", data, "--work", work,
+           "--model", "knn-5", "--images", f"{data}/ILSVRC2013_DET_val/*.JPEG"]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": "", "LSDA_TEST_HOLD_FROM_SHARD": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not list(Path(work, "detect/_images").glob("*/_done/part-00000.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: what it started
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+    print(f"SIGTERM: detect --images stopped in {took:.1f} s")
+    assert proc.returncode == 143 and "lsda detect: stopped by SIGTERM" in err, err
+    assert took < 30
+    env.pop("LSDA_TEST_HOLD_FROM_SHARD")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])["knn-5"]
+    assert summary["resumed_shards"] == 1 and summary["done"] == summary["images"] == 150
