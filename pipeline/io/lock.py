@@ -78,10 +78,10 @@ class WorkLock:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> WorkLock:
-        storage.makedirs(self.work)
         if self.url.startswith("s3://"):
             self._acquire_lease()
         else:
+            storage.makedirs(self.work)  # (on S3 this could create a bucket: not there)
             self._acquire_flock()
         return self
 
