@@ -157,20 +157,36 @@ def settings(cfg: TrainConfig) -> dict:
     return {k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY}
 
 
+# A fit's length: a run's checkpoint may be resumed by a longer fit with otherwise the same
+# inputs (the step schedule depends on ``lr_step``, not on the length: its first steps are
+# the same), never by a shorter one.
+LENGTH = ("iterations", "epochs")
+
+
 def up_to_date(work: str, out: str, run: str, inputs: dict, overwrite: bool, stage: str) -> bool:
     """True if ``out`` exists and was made from ``inputs`` (``pipeline.lineage``). Otherwise
     the fit of ``run`` is to be done: its checkpoints are kept for resuming only if they were
-    made from the same inputs (never a checkpoint of other settings); ``overwrite`` forgets
-    them in any case."""
+    made from the same inputs, or are the start of a longer fit (never a checkpoint of other
+    settings); ``overwrite`` forgets them in any case."""
     if not overwrite and lineage.is_current(out, inputs, stage):
         return True
     run_url = WorkDir(work).train_run(run)
-    if overwrite or (storage.exists(run_url) and lineage.changed(run_url, inputs)):
+    if overwrite or (storage.exists(run_url) and not _resumable(run_url, inputs)):
         if not overwrite:
             print(f"{stage}: not resuming {run_url}: made from other inputs", flush=True)
         discard_run(work, run)
     lineage.record(run_url, inputs)
     return False
+
+
+def _resumable(run_url: str, inputs: dict) -> bool:
+    diff = lineage.changed(run_url, inputs)
+    if diff is None:
+        return True
+    if not set(diff) <= {f"config.{k}" for k in LENGTH}:
+        return False
+    before = lineage.recorded(run_url)["inputs"]["config"]
+    return all(inputs["config"][k] >= before[k] for k in LENGTH if k in before)
 
 
 def fit(loop, config: dict, cfg: TrainConfig, work: str, run: str) -> tuple[dict, dict]:
