@@ -84,7 +84,7 @@ _IO_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "s3fs", "fsspec"
 
 def is_io_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a storage or network failure (not a bug, not bad data)."""
-    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+    if isinstance(exc, OSError):  # TimeoutError and ConnectionError among them
         return True
     return any(type(exc).__module__.startswith(m) for m in _IO_MODULES)
 
@@ -207,7 +207,7 @@ def _followed(entry: dict) -> dict:
     return {**entry, "type": kind, "size": st.st_size, "mtime": st.st_mtime}
 
 
-_TEMP = re.compile(r"\.tmp-[0-9a-f]{32}$")  # write_bytes's temporary files
+_TEMP = re.compile(r"\.tmp-[0-9a-f]{32}$")  # _local_atomic's temporary files
 
 
 def remove_temp_files(url: str) -> int:
@@ -256,19 +256,27 @@ def write_bytes(url: str, data: bytes) -> None:
     target and rename it.
     """
     fs, path = get_fs(url)
-    if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:  # an interrupt too: no temporary file left behind
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+    if _is_local(fs):
+        with _local_atomic(path) as f:
+            f.write(data)
     else:
         fs.pipe_file(path, data)
+
+
+@contextlib.contextmanager
+def _local_atomic(path: str):
+    """A temporary file beside ``path``, renamed to it when complete and removed on any
+    error (an interrupt too: no temporary file left behind)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # the name remove_temp_files recognises
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 @contextlib.contextmanager
@@ -278,16 +286,8 @@ def open_atomic(url: str):
     error) on object storage."""
     fs, path = get_fs(url)
     if _is_local(fs):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with _local_atomic(path) as f:
+            yield f
         return
     f = fs.open(path, "wb")
     try:
