@@ -9,10 +9,10 @@ holder (``WorkDirBusy``); a lock left by a driver that died is taken over.
   is free at once; its record is still in the file, and the taker says whose it was.
 - **S3**: a lease object. It is created with a conditional PUT (``If-None-Match: *``), renewed
   every ``TTL_S / 4`` seconds by a heartbeat thread (``If-Match`` its own ETag), and taken over
-  when its last renewal (the object's ``LastModified``, the store's clock) is older than
-  ``TTL_S``, again with ``If-Match``, so that of two takers one wins. A holder whose renewal
-  fails because another driver took the lease over stops itself (the main thread gets a
-  KeyboardInterrupt): it has lost the right to write.
+  when its last renewal (the object's ``LastModified``, the store's clock, to the second) is
+  older than ``TTL_S``, again with ``If-Match``, so that of two takers one wins. A holder
+  whose renewal fails because another driver took the lease over stops itself (the main
+  thread gets a KeyboardInterrupt): it has lost the right to write.
 """
 
 from __future__ import annotations
@@ -104,42 +104,40 @@ class WorkLock:
         self._fd = fd
 
     # object storage -----------------------------------------------------------------------
+    def _put(self, body: bytes, **condition) -> None:
+        """A conditional PUT of the lease (``IfNoneMatch`` / ``IfMatch``); keeps its ETag."""
+        self._etag = self._fs.call_s3(
+            "put_object", Bucket=self._bucket, Key=self._key, Body=body, **condition
+        )["ETag"]
+
     def _acquire_lease(self) -> None:
-        fs, path = storage.get_fs(self.url)
-        bucket, key = path.split("/", 1)
+        self._fs, path = storage.get_fs(self.url)
+        self._bucket, self._key = path.split("/", 1)
         body = json.dumps(self.record).encode()
         try:
-            self._etag = fs.call_s3(
-                "put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*"
-            )["ETag"]
+            self._put(body, IfNoneMatch="*")
         except FileExistsError:
-            self._take_over_lease(fs, bucket, key, body)
+            self._take_over_lease(path, body)
         self._thread = threading.Thread(target=self._renew, name="lsda-lock", daemon=True)
         self._thread.start()
 
-    def _take_over_lease(self, fs, bucket: str, key: str, body: bytes) -> None:
-        info = fs.info(f"{bucket}/{key}", refresh=True)
-        record = _parse(fs.cat_file(f"{bucket}/{key}"))
-        age = time.time() - info["LastModified"].timestamp()
-        if age <= TTL_S:
+    def _take_over_lease(self, path: str, body: bytes) -> None:
+        info = self._fs.info(path, refresh=True)
+        record = _parse(self._fs.cat_file(path))
+        if time.time() - info["LastModified"].timestamp() <= TTL_S:
             raise _busy(self.work, record)
         try:
-            self._etag = fs.call_s3(
-                "put_object", Bucket=bucket, Key=key, Body=body, IfMatch=info["ETag"]
-            )["ETag"]
+            self._put(body, IfMatch=info["ETag"])
         except OSError:  # another driver took it over first
-            raise _busy(self.work, _parse(fs.cat_file(f"{bucket}/{key}"))) from None
+            raise _busy(self.work, _parse(self._fs.cat_file(path))) from None
         self.previous = record
 
     def _renew(self) -> None:
-        fs, path = storage.get_fs(self.url)
-        bucket, key = path.split("/", 1)
         while not self._stop.wait(TTL_S / 4):
-            body = json.dumps({**self.record, "renewed": _now()}).encode()
             try:
-                self._etag = fs.call_s3(
-                    "put_object", Bucket=bucket, Key=key, Body=body, IfMatch=self._etag
-                )["ETag"]
+                self._put(
+                    json.dumps({**self.record, "renewed": _now()}).encode(), IfMatch=self._etag
+                )
             except Exception as exc:  # lost (taken over after a stall) or unreachable
                 print(
                     f"lsda: lost the lock of {self.work} ({type(exc).__name__}: {exc}); stopping",
@@ -160,10 +158,10 @@ class WorkLock:
             self._thread.join(timeout=10)
             self._thread = None
             if self._etag:
-                fs, path = storage.get_fs(self.url)
-                bucket, key = path.split("/", 1)
                 try:
-                    fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=self._etag)
+                    self._fs.call_s3(
+                        "delete_object", Bucket=self._bucket, Key=self._key, IfMatch=self._etag
+                    )
                 except OSError:
                     pass  # taken over meanwhile: it is not ours to delete
                 self._etag = None

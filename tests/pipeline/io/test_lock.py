@@ -30,19 +30,21 @@ def test_local_lock_of_a_dead_holder_is_taken_over(tmp_path):
 
 
 def test_s3_lease_refuses_renews_and_is_taken_over_when_expired(s3_bucket, monkeypatch):
-    monkeypatch.setattr(work_lock, "TTL_S", 0.8)
+    # S3's LastModified has a resolution of one second: a lease far shorter would look
+    # expired the moment it was written
+    monkeypatch.setattr(work_lock, "TTL_S", 3.0)
     work = f"{s3_bucket}/w"
     url = f"{work}/_lock.json"
     first = WorkLock(work, "extract").__enter__()
     with pytest.raises(WorkDirBusy, match="in use by `lsda extract`"):
         WorkLock(work, "run").__enter__()
-    time.sleep(1.2)  # renewed every 0.2 s: still held
+    time.sleep(4.0)  # renewed every 0.75 s: still held
     with pytest.raises(WorkDirBusy):
         WorkLock(work, "run").__enter__()
     assert "renewed" in json.loads(storage.read_text(url))
     first._stop.set()  # the holder dies without releasing: its lease runs out
     first._thread.join()
-    time.sleep(1.0)
+    time.sleep(4.5)
     with WorkLock(work, "run") as taker:
         assert taker.previous["command"] == "extract"
     assert not storage.exists(url)  # released
