@@ -14,6 +14,7 @@ import threading
 import time
 
 DEFAULT_MAX_BAD = 0.05  # the share of quarantined inputs above which a stage fails
+RETRYABLE = "read-error"  # the quarantine reason that a re-run tries again
 
 
 class StageFailed(RuntimeError):
@@ -99,6 +100,23 @@ def failure_message(exc: BaseException, cls: type[BaseException]) -> str | None:
     for line in str(exc).splitlines():
         if marker in line:
             return line.split(marker, 1)[1].strip()
+    return None
+
+
+def quarantine_reason(exc: Exception) -> str | None:
+    """Why an input is quarantined for ``exc``: ``<kind>: <message>`` for a finding about the
+    input (corrupt, truncated, wrong size, ...), ``read-error: ...`` for a storage error (the
+    next run tries again); None for anything else, a bug, which must fail its stage."""
+    from pipeline.io.images import ImageError
+    from pipeline.io.storage import is_io_error
+    from schemas.records import DataError
+
+    if isinstance(exc, ImageError):
+        return f"{exc.kind}: {exc.message}"
+    if isinstance(exc, DataError):
+        return f"{exc.problem.kind}: {exc.problem.message}"
+    if is_io_error(exc):
+        return f"{RETRYABLE}: {type(exc).__name__}: {exc}"
     return None
 
 

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import pyarrow as pa
 
-from pipeline.failures import StageFailed, held_for_a_test
+from pipeline import lineage
+from pipeline.detect.fanout import actor_count
+from pipeline.detect.outputs import ROWS_SCHEMA, write_from_parts
+from pipeline.failures import RETRYABLE, StageFailed, held_for_a_test, quarantine_reason
 from pipeline.io import storage
-from pipeline.io.images import ImageError
 from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
-from schemas.records import DataError
+from pipeline.workdir import WorkDir
 
 IMAGES_PER_SHARD = 32
 IMAGE_MANIFEST_SCHEMA = pa.schema(
@@ -48,18 +51,15 @@ def part(run_dir: str, kind: str, shard: int, ext: str = "parquet") -> str:
 
 
 def _score_one(inner, url: str, rows_schema: pa.Schema) -> tuple[pa.Table | None, str]:
-    """The image's rows, or None and why it is quarantined ("read-error: ..." may pass)."""
+    """The image's rows, or None and why it is quarantined; a bug raises."""
     try:
         rows = inner({"image_id": [storage.stem(url)], "image_url": [url], "boxes": [None]})
         return pa.Table.from_pydict(rows, schema=rows_schema), ""
-    except ImageError as exc:
-        return None, f"{exc.kind}: {exc.message}"
-    except DataError as exc:
-        return None, f"{exc.problem.kind}: {exc.problem.message}"
     except Exception as exc:
-        if not storage.is_io_error(exc):
+        reason = quarantine_reason(exc)
+        if reason is None:
             raise  # a bug: the stage fails, with its traceback
-        return None, f"read-error: {type(exc).__name__}: {exc}"
+        return None, reason
 
 
 def score_shard(inner, shard: int, urls: list[str], run_dir: str, rows_schema) -> dict:
@@ -85,26 +85,17 @@ def score_shard(inner, shard: int, urls: list[str], run_dir: str, rows_schema) -
         part(run_dir, "manifest", shard),
         pa.Table.from_pylist(manifest, schema=IMAGE_MANIFEST_SCHEMA),
     )
-    pending = sum(r["reason"].startswith("read-error") for r in manifest)
+    pending = sum(r["reason"].startswith(RETRYABLE) for r in manifest)
     counts = {
         "shard": shard,
         "done": sum(r["status"] == "done" for r in manifest),
         "quarantined": sum(r["status"] != "done" for r in manifest),
         "pending": pending,
-        "reasons": _reasons(manifest),
+        "reasons": Counter(r["reason"].split(":")[0] for r in manifest if r["reason"]),
     }
     if not pending:  # an unreadable image: the shard is done again by the next run
         storage.write_text(part(run_dir, "_done", shard, "json"), json.dumps(counts))
     return counts
-
-
-def _reasons(manifest: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in manifest:
-        if r["reason"]:
-            kind = r["reason"].split(":")[0]
-            out[kind] = out.get(kind, 0) + 1
-    return out
 
 
 class ShardScorer:
@@ -115,13 +106,12 @@ class ShardScorer:
         self.run_dir, self.rows_schema = run_dir, rows_schema
 
     def __call__(self, batch: dict) -> dict:
-        out = {"shard": [], "counts": []}
+        out = {"counts": []}
         for shard, urls in zip(batch["shard"], batch["urls"], strict=True):
             held_for_a_test(int(shard))
             counts = score_shard(
                 self.inner, int(shard), json.loads(urls), self.run_dir, self.rows_schema
             )
-            out["shard"].append(int(shard))
             out["counts"].append(json.dumps(counts))
         return out
 
@@ -148,12 +138,11 @@ def score_image_list(
     (``StageFailed``, finished shards kept) while images remain unread."""
     import ray.data
 
-    from pipeline.detect.fanout import actor_count
-
     t0 = time.perf_counter()
     ensure_ray()
     shards = shards_of(sorted(images))
     before = finished_shards(run_dir)
+    done = dict(before)
     todo = [{"shard": s, "urls": json.dumps(u)} for s, u in enumerate(shards) if s not in before]
     if todo:
         n_actors = actor_count(actors, len(todo), gpus)
@@ -166,15 +155,19 @@ def score_image_list(
             num_gpus=1 if gpus else 0,
             **remote_args(),
         )
-        for _ in ds.iter_rows():  # counts are read back from the markers
-            pass
-    done = finished_shards(run_dir)
-    totals = {"images": len(images), "done": 0, "quarantined": 0, "reasons": {}}
+        for row in ds.iter_rows():  # the actors' counts: what their markers say
+            counts = json.loads(row["counts"])
+            if not counts["pending"]:
+                done[counts["shard"]] = counts
+    reasons: Counter = Counter()
     for c in done.values():
-        totals["done"] += c["done"]
-        totals["quarantined"] += c["quarantined"]
-        for k, v in c["reasons"].items():
-            totals["reasons"][k] = totals["reasons"].get(k, 0) + v
+        reasons.update(c["reasons"])
+    totals = {
+        "images": len(images),
+        "done": sum(c["done"] for c in done.values()),
+        "quarantined": sum(c["quarantined"] for c in done.values()),
+        "reasons": dict(reasons),
+    }
     unfinished = len(shards) - len(done)
     if unfinished:
         raise StageFailed(
@@ -203,10 +196,6 @@ def detect_image_list(
 ) -> dict[str, dict]:
     """Score ``images`` (shards resumed under the run's folder, ``key`` naming the run) and
     write each model's ``images`` outputs; a summary per model."""
-    from pipeline import lineage
-    from pipeline.detect.outputs import ROWS_SCHEMA, write_from_parts
-    from pipeline.workdir import WorkDir
-
     run_dir = WorkDir(work).detections("_images", lineage.fingerprint(key))
     totals = score_image_list(images, run_dir, actor, kwargs, ROWS_SCHEMA, actors, gpus)
     parts = storage.find(storage.join(run_dir, "rows"), (".parquet",))

@@ -95,7 +95,7 @@ def write_from_parts(
     import pyarrow.parquet as pq
 
     wd = WorkDir(work)
-    n, to_draw = 0, []
+    n, to_draw, drawn_ids = 0, [], set()
     with (
         storage.open_atomic(wd.detection_table(name, split)) as table_file,
         storage.open_atomic(wd.detection_coco(name, split)) as coco_file,
@@ -108,8 +108,9 @@ def write_from_parts(
             for record in _coco(mine):
                 coco_file.write((b", " if n else b"") + json.dumps(record).encode())
                 n += 1
-            if draw and len({i for t in to_draw for i in t.column("image_id").to_pylist()}) < draw:
+            if len(drawn_ids) < draw:  # the first images' rows, for drawing
                 to_draw.append(mine)
+                drawn_ids.update(mine.column("image_id").to_pylist())
         writer.close()
         coco_file.write(b"]")
     if to_draw:

@@ -32,7 +32,7 @@ from pipeline.data.boxes import best_overlap
 from pipeline.data.cls_reader import read_cls_many
 from pipeline.extract.proposals import selective_search
 from pipeline.extract.warp import context_padding, resize_square, warp_windows
-from pipeline.failures import held_for_a_test
+from pipeline.failures import RETRYABLE, held_for_a_test, quarantine_reason
 from pipeline.io import storage
 from pipeline.io.images import ImageError, decode_rgb
 from schemas.arrow import (
@@ -43,9 +43,7 @@ from schemas.arrow import (
     WINDOW_SCHEMA,
 )
 from schemas.config import ExtractConfig
-from schemas.records import ClsImage, DataError
-
-RETRYABLE = "read-error"  # quarantine reasons that a re-run tries again
+from schemas.records import ClsImage
 
 
 class ShardFailed(RuntimeError):
@@ -263,14 +261,10 @@ def process_shard(
             else:
                 n_props, n_win, note = process_det_image(item, cfg, windows, out, known)
             row.update(proposals=n_props, windows=n_win, note=note)
-        except ImageError as exc:
-            row.update(status="quarantined", reason=f"{exc.kind}: {exc.message}")
-        except DataError as exc:
-            row.update(status="quarantined", reason=f"{exc.problem.kind}: {exc.problem.message}")
         except Exception as exc:
-            if not storage.is_io_error(exc):
+            reason = quarantine_reason(exc)
+            if reason is None:
                 _fail(split_dir, shard, item, exc)
-            reason = f"{RETRYABLE}: {type(exc).__name__}: {exc}"
             row.update(status="quarantined", reason=reason)
         row["seconds"] = time.perf_counter() - t0
         out.manifest.append(row)
