@@ -36,11 +36,14 @@ def recorded(url: str) -> dict | None:
     return json.loads(storage.read_text(side)) if storage.exists(side) else None
 
 
+def _plain(inputs: dict) -> dict:
+    """``inputs`` as their record holds them (JSON values)."""
+    return json.loads(json.dumps(inputs, default=str))
+
+
 def record(url: str, inputs: dict) -> None:
-    doc = {
-        "fingerprint": fingerprint(inputs),
-        "inputs": json.loads(json.dumps(inputs, default=str)),
-    }
+    """Written last, once ``url`` is complete: a record means a finished artifact."""
+    doc = {"fingerprint": fingerprint(inputs), "inputs": _plain(inputs)}
     storage.write_text(_sidecar(url), json.dumps(doc, indent=1, sort_keys=True))
 
 
@@ -77,7 +80,7 @@ def changed(url: str, inputs: dict) -> list[str] | None:
         return ["no record"]
     if doc["fingerprint"] == fingerprint(inputs):
         return None
-    return _differences(json.loads(json.dumps(inputs, default=str)), doc.get("inputs", {}))
+    return _differences(_plain(inputs), doc.get("inputs", {}))
 
 
 def _differences(now: dict, old: dict, prefix: str = "") -> list[str]:
@@ -94,13 +97,15 @@ def _differences(now: dict, old: dict, prefix: str = "") -> list[str]:
     return out or ["format"]
 
 
-def is_current(url: str, inputs: dict, stage: str, must_exist: str | None = None) -> bool:
-    """Whether ``url`` (or ``must_exist``, the file that marks it finished) exists and was
-    made from ``inputs``; says in one line why an existing one is redone."""
-    if not storage.exists(must_exist or url):
+def is_current(url: str, inputs: dict, stage: str) -> bool:
+    """Whether ``url`` exists and was made (completely: its record is written last) from
+    ``inputs``. An existing one that was not is about to be redone: says why in one line,
+    and forgets its record, so that a redo cut short is not taken for the old artifact."""
+    if not storage.exists(url):
         return False
     diff = changed(url, inputs)
     if diff is None:
         return True
     print(f"{stage}: redoing {url}: its inputs changed ({', '.join(diff)})", flush=True)
+    storage.remove_tree(_sidecar(url))
     return False

@@ -13,7 +13,7 @@ from pipeline import lineage
 from pipeline.data.categories import read_categories
 from pipeline.detect.fanout import image_and_boxes, score_images
 from pipeline.detect.image_list import detect_image_list
-from pipeline.detect.outputs import add_rows, done_marker, new_rows, write_detections
+from pipeline.detect.outputs import add_rows, new_rows, write_detections
 from pipeline.detect.scoring import MultiDetector
 from pipeline.workdir import WorkDir
 from schemas.config import ExtractConfig, PostConfig, ScoringConfig, to_dict
@@ -77,13 +77,7 @@ def run_detect(
     todo = {
         n: u
         for n, u in models.items()
-        if overwrite
-        or not lineage.is_current(
-            wd.detections(n, split),
-            inputs[n],
-            f"detect {n}",
-            must_exist=done_marker(work, n, split),
-        )
+        if overwrite or not lineage.is_current(wd.detections(n, split), inputs[n], f"detect {n}")
     }
     if not todo:
         return {"skipped": sorted(models)}

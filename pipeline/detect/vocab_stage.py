@@ -19,7 +19,7 @@ from pipeline import lineage
 from pipeline.data.hierarchy import read_hierarchy
 from pipeline.detect.fanout import image_and_boxes, score_images
 from pipeline.detect.image_list import detect_image_list
-from pipeline.detect.outputs import add_rows, done_marker, new_rows, write_detections
+from pipeline.detect.outputs import add_rows, new_rows, write_detections
 from pipeline.detect.scoring import WindowFeeder
 from pipeline.detect.vocab import VocabScorer
 from pipeline.io import storage
@@ -112,9 +112,7 @@ def run_score_vocab(
         "precision": scoring.precision,
     }
     out = WorkDir(work).detections(name, split)
-    if not overwrite and lineage.is_current(
-        out, inputs, f"score-vocab {name}", must_exist=done_marker(work, name, split)
-    ):
+    if not overwrite and lineage.is_current(out, inputs, f"score-vocab {name}"):
         return {"skipped": [name]}
     categories = CategoryMap(tuple(load_payload(model)["wnids"]))  # no network needed here
     nodes, ancestry = hierarchy_nodes(data, list(categories.wnids)) if hierarchy else ([], [])

@@ -13,10 +13,11 @@ def test_an_artifact_is_current_only_with_its_own_inputs(tmp_path, capsys):
     assert lineage.is_current(url, inputs, "train-det")
     changed = {"cls": "ab12", "config": {"lr": 0.01, "iterations": 600}}
     assert lineage.changed(url, changed) == ["config.lr"]
-    assert not lineage.is_current(url, changed, "train-det")
-    assert "train-det: redoing" in capsys.readouterr().out
     assert lineage.changed(url, {**inputs, "cls": "cd34"}) == ["cls"]
     assert lineage.of(url) == lineage.fingerprint(inputs) != lineage.of(str(tmp_path / "x"))
+    assert not lineage.is_current(url, changed, "train-det")
+    assert "train-det: redoing" in capsys.readouterr().out
+    assert lineage.recorded(url) is None  # forgotten until the redo records its own
 
 
 def test_a_run_resumes_for_a_longer_fit_of_the_same_settings_only(tmp_path):
