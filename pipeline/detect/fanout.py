@@ -24,13 +24,21 @@ def image_and_boxes(image_url: str, boxes, mean, proposals: ExtractConfig):
     return image, np.array(boxes, np.float32).reshape(-1, 4)  # writable, for torch
 
 
-def _inputs(work: str, split: str):
+def _resolve_urls(batch: pa.Table, data: str) -> pa.Table:
+    urls = [storage.resolve(data, u) for u in batch.column("image_url").to_pylist()]
+    return batch.set_column(batch.schema.get_field_index("image_url"), "image_url", pa.array(urls))
+
+
+def _inputs(data: str, work: str, split: str):
     wd = WorkDir(work)
     urls = wd.extract_parts(split, "proposals")
     if not urls:
         raise FileNotFoundError(f"no proposals under {wd.extract(split)}: run lsda extract")
     ds = read_parquet(urls, ["image_id", "image_url", "boxes"])
-    return ds, ds.count()
+    n_images = ds.count()  # from the files' metadata, before any map
+    # extraction stores image paths relative to the dataset root: found wherever it is now
+    ds = ds.map_batches(_resolve_urls, fn_kwargs={"data": data}, batch_format="pyarrow")
+    return ds, n_images
 
 
 def actor_count(actors: int, n_images: int, gpus: bool) -> int:
@@ -48,6 +56,7 @@ def actor_count(actors: int, n_images: int, gpus: bool) -> int:
 
 
 def score_images(
+    data: str,
     work: str,
     split: str,
     actor: type,
@@ -55,12 +64,13 @@ def score_images(
     actors: int,
     gpus: bool = False,
 ) -> tuple[pa.Table, int]:
-    """Every image of ``split``'s proposals through an actor pool of ``actor(**kwargs)``,
-    one GPU per actor with ``gpus``; the rows they return, and the number of images."""
+    """Every image of ``split``'s proposals (of the dataset at ``data``) through an actor pool
+    of ``actor(**kwargs)``, one GPU per actor with ``gpus``; the rows they return, and the
+    number of images."""
     import ray.data
 
     ensure_ray()
-    ds, n_images = _inputs(work, split)
+    ds, n_images = _inputs(data, work, split)
     n_actors = actor_count(actors, n_images, gpus)
     ds = ds.repartition(max(1, min(n_images // 4, 64 * n_actors)))  # work for every actor
     ds = ds.map_batches(

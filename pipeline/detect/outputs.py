@@ -48,7 +48,7 @@ def add_rows(rows, model, image_id, boxes, scores, wnids, ids: dict[str, int]) -
 
 
 def write_detections(
-    work: str, names, split: str, table: pa.Table, n_images: int, draw: int
+    work: str, names, split: str, table: pa.Table, n_images: int, draw: int, data: str
 ) -> dict:
     """Each model's rows of ``table`` to its output folder; a summary per model."""
     summary = {}
@@ -56,7 +56,7 @@ def write_detections(
         mine = _model_rows(table, name) if table.num_rows else DETECTION_SCHEMA.empty_table()
         _write(work, name, split, mine)
         if draw:
-            draw_detections(work, name, split, mine, ds_urls(work, split), draw)
+            draw_detections(work, name, split, mine, ds_urls(work, split, data), draw)
         summary[name] = {"detections": mine.num_rows, "images": n_images}
     return summary
 
@@ -123,8 +123,10 @@ def done_marker(work: str, name: str, split: str) -> str:
     return storage.join(WorkDir(work).detections(name, split), "_SUCCESS")
 
 
-def ds_urls(work: str, split: str) -> dict[str, str]:
-    """Image id -> URL of an extracted split."""
+def ds_urls(work: str, split: str, data: str) -> dict[str, str]:
+    """Image id -> URL of an extracted split of the dataset at ``data``."""
     urls = WorkDir(work).extract_parts(split, "proposals")
     tables = [storage.read_table(u, ["image_id", "image_url"]) for u in urls]
-    return {r["image_id"]: r["image_url"] for t in tables for r in t.to_pylist()}
+    return {
+        r["image_id"]: storage.resolve(data, r["image_url"]) for t in tables for r in t.to_pylist()
+    }

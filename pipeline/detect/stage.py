@@ -97,9 +97,9 @@ def run_detect(
         )
     else:
         t0 = time.perf_counter()
-        table, n_images = score_images(work, split, DetectActor, kwargs, actors, scoring.gpus)
+        table, n_images = score_images(data, work, split, DetectActor, kwargs, actors, scoring.gpus)
         seconds = time.perf_counter() - t0
-        summary = write_detections(work, todo, split, table, n_images, draw)
+        summary = write_detections(work, todo, split, table, n_images, draw, data)
         for s in summary.values():  # scoring, all detectors together, actor start-up included
             s.update(seconds=round(seconds, 2), images_per_s=round(n_images / seconds, 2))
     for name in todo:

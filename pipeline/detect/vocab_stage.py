@@ -132,8 +132,8 @@ def run_score_vocab(
             work, [name], images, VocabActor, kwargs, actors, scoring.gpus, draw, inputs
         )[name]
     else:
-        table, n_images = score_images(work, split, VocabActor, kwargs, actors, scoring.gpus)
-        summary = write_detections(work, [name], split, table, n_images, draw)[name]
+        table, n_images = score_images(data, work, split, VocabActor, kwargs, actors, scoring.gpus)
+        summary = write_detections(work, [name], split, table, n_images, draw, data)[name]
     lineage.record(out, inputs)
     return {
         **summary,

@@ -99,7 +99,7 @@ def _examples(
     best = sorted(rows, key=lambda r: -r["score"])
     chosen = list(dict.fromkeys(r["image_id"] for r in best))[:limit]
     picked = pa.Table.from_pylist([r for r in rows if r["image_id"] in chosen], schema=table.schema)
-    return draw_detections(work, row, split, picked, ds_urls(work, split), limit, names=names)
+    return draw_detections(work, row, split, picked, ds_urls(work, split, data), limit, names=names)
 
 
 def _img(url: str) -> str:

@@ -140,10 +140,12 @@ def process_det_image(
     with_windows: bool,
     out: ShardOutput,
     known: dict[str, np.ndarray] | None = None,
+    data: str = "",
 ):
     """Proposals (and windows) of one detection image; returns (proposals, windows, note).
     Proposals found in ``known`` (box-independent: another labelling of the same images) are
-    reused, not searched again."""
+    reused, not searched again. The image's path is stored relative to ``data``, the dataset's
+    root, so that detection finds it wherever the dataset is later."""
     if item.get("pending"):
         raise PendingInput(item["pending"])
     image, note = _decode(storage.read_bytes(item["image_url"]), cfg, cfg.min_box)
@@ -161,7 +163,9 @@ def process_det_image(
     out.proposals.append(
         {
             "image_id": item["image_id"],
-            "image_url": item["image_url"],
+            "image_url": storage.relative_to(data, item["image_url"])
+            if data
+            else item["image_url"],
             "width": w,
             "height": h,
             "boxes": props.reshape(-1).tolist(),
@@ -228,12 +232,14 @@ def process_shard(
     params: dict | None = None,
     attempt: int = 0,
     proposals_from: str | None = None,
+    data: str = "",
 ) -> list[dict]:
     """Process and write one shard (``attempt`` > 0: a retry of some of its images); return
     the manifest rows of ``items``, one per image.
 
     ``params`` (the run's settings) go into every Parquet file's metadata; ``proposals_from``
-    is an extraction of the same images whose proposals are reused."""
+    is an extraction of the same images whose proposals are reused; ``data`` is the dataset's
+    root, that stored image paths are relative to."""
     cv2.setNumThreads(1)  # one task per core: OpenCV's own threads only contend
     held_for_a_test(shard)
     out = ShardOutput()
@@ -259,7 +265,7 @@ def process_shard(
                 data = fetched[item["image_id"]]
                 n_props, n_win, note = process_cls_image(item, cfg, out, data)
             else:
-                n_props, n_win, note = process_det_image(item, cfg, windows, out, known)
+                n_props, n_win, note = process_det_image(item, cfg, windows, out, known, data)
             row.update(proposals=n_props, windows=n_win, note=note)
         except Exception as exc:
             reason = quarantine_reason(exc)

@@ -100,6 +100,7 @@ def _run_shard(
     windows: bool,
     params: dict,
     proposals_from: str | None,
+    data: str,
 ) -> dict:
     rows: list[dict] = []
     for unit in batch["unit"]:
@@ -120,6 +121,7 @@ def _run_shard(
             params,
             unit["attempt"],
             proposals_from,
+            data,
         )
     return {name: [r[name] for r in rows] for name in MANIFEST_SCHEMA.names}
 
@@ -144,7 +146,9 @@ def _work_units(plan: planner.Plan, markers: dict[int, dict]) -> list[dict]:
     return units
 
 
-def _fan_out(units: list[dict], split, sdir, cfg, windows, params, workers, proposals_from) -> int:
+def _fan_out(
+    units: list[dict], split, sdir, cfg, windows, params, workers, proposals_from, data
+) -> int:
     import ray.data
 
     ds = ray.data.from_items(
@@ -161,6 +165,7 @@ def _fan_out(units: list[dict], split, sdir, cfg, windows, params, workers, prop
             "windows": windows,
             "params": params,
             "proposals_from": proposals_from,
+            "data": data,
         },
         num_cpus=1,
         **remote_args(),
@@ -261,7 +266,9 @@ def run_extract(
     units = _work_units(plan, _read_markers(sdir))
     processed = 0
     if units:
-        processed = _fan_out(units, split, sdir, cfg, windows, params, workers, proposals_from)
+        processed = _fan_out(
+            units, split, sdir, cfg, windows, params, workers, proposals_from, data
+        )
     summary = _finish(sdir, split, plan, refused, params)
     summary["split"] = labelled_split(split, oracle)
     summary.update(

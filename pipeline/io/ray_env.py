@@ -78,8 +78,10 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
             ray.init(
                 num_cpus=num_cpus,
                 # The dashboard serves the State API that Ray Train's placement-group cleaner
-                # polls (without it, a warning every few seconds); on loopback only.
-                include_dashboard=True,
+                # polls (without it, a warning every few seconds); on loopback only. None,
+                # not True: it starts all the same, but one that cannot (a package missing
+                # on a GPU image) is a logged error, not a failed start tried three times.
+                include_dashboard=None,
                 dashboard_host="127.0.0.1",
                 dashboard_port=port,
                 _node_ip_address="127.0.0.1",

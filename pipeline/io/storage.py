@@ -118,6 +118,19 @@ def to_url(root_url: str, path: str) -> str:
     return prefix + path
 
 
+def relative_to(root: str, url: str) -> str:
+    """``url`` as a path under ``root``, for storing: a dataset moved (or mounted elsewhere on
+    another machine) keeps its extractions. A URL outside ``root`` stays as it is."""
+    base = root.rstrip("/") + "/"
+    return url[len(base) :] if url.startswith(base) else url
+
+
+def resolve(root: str, url: str) -> str:
+    """A stored path back to a URL under ``root`` (see ``relative_to``); absolute paths and URLs,
+    as stored by earlier versions or given by a user, pass unchanged."""
+    return url if "://" in url or url.startswith("/") else join(root, url)
+
+
 def stem(url: str) -> str:
     """A file's name without folder and extension: an image's id (ILSVRC names ids so)."""
     return posixpath.splitext(posixpath.basename(url))[0]

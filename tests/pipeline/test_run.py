@@ -102,6 +102,29 @@ def test_a_rerun_skips_finished_stages(quick_run):
     assert before == after and again["rows"] == doc["rows"]
 
 
+def test_a_moved_dataset_is_detected_from_its_new_place(quick_run, capsys):
+    """Extraction stores image paths relative to the dataset's root: with the dataset moved
+    (the old place gone), `detect --split val2` reads the images from the new place and finds
+    what it found before, and the report's drawings are made from there too."""
+    data, work, _ = quick_run
+    part = sorted(Path(work, "extract/val2/proposals").glob("*.parquet"))[0]
+    stored = pq.read_table(part, columns=["image_url"]).column(0).to_pylist()
+    assert stored[0].startswith("ILSVRC2013_DET_val/"), stored[0]
+    moved = data + "-moved"
+    os.rename(data, moved)
+    try:
+        model = "moved=" + str(Path(work, "models/detector-knn-5.pt"))
+        argv = ["detect", "--data", moved, "--work", work, "--model", model, "--split", "val2",
+                "--draw", "1"]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+    finally:
+        os.rename(moved, data)
+    table = pq.read_table(Path(work, "detect/moved/val2/detections.parquet"))
+    before = pq.read_table(Path(work, "detect/knn-5/val2/detections.parquet"))
+    assert table.num_rows == before.num_rows > 0
+    assert len(list(Path(work, "detect/moved/val2/drawn").glob("*.jpg"))) == 1
+
+
 def test_detect_on_arbitrary_images_extracts_proposals_and_draws(quick_run, tmp_path, capsys):
     data, work, _ = quick_run
     images = sorted(Path(data, "ILSVRC2013_DET_val").glob("*.JPEG"))[:2]
