@@ -7,7 +7,8 @@
 #   .gpu_bundle/world.tar.xz  a small built-in world, already extracted here (the machine's
 #                         OpenCV lacks the contrib module that selective search needs), with
 #                         windows JPEG-encoded to stay small.
-# Usage: bench/gpu_bundle.sh   (then carry .gpu_bundle to the machine and run bench/gpu_check.sh)
+# Usage: bench/gpu_bundle.sh   (then bench/gpu_rehearse.sh here; then carry .gpu_bundle to the
+#        machine and run bench/gpu_check.sh there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=.gpu_bundle
@@ -30,6 +31,11 @@ download "$OUT/wheels" jsonschema referencing rpds-py jsonschema-specifications 
     opentelemetry-api opentelemetry-sdk opentelemetry-exporter-prometheus \
     opentelemetry-proto opentelemetry-semantic-conventions importlib-metadata \
     aiohttp-cors colorful smart-open tensorboardX
+# ... and those the image has at versions nobody stated, which may be older than Ray 2.60 needs
+# (protobuf for opencensus, typing-extensions for pydantic, aiohttp for the dashboard): ours
+# come first on the check's path, and the rehearsal (bench/gpu_image.txt) holds old ones.
+download "$OUT/wheels" protobuf typing-extensions aiohttp aiohappyeyeballs aiosignal \
+    frozenlist multidict propcache yarl attrs
 # Ray's wheel without its Java jars and the dashboard's web build (the dashboard still wants
 # an empty build/static folder, or it refuses to start).
 whl=$(ls "$OUT"/tmp/ray-2.60.0-*.whl)
@@ -49,3 +55,6 @@ rm -rf "$W/data/CLS" "$W/data/ILSVRC2013_DET_train"  # read only by extraction, 
 tar -C "$OUT/tmp" -cJf "$OUT/world.tar.xz" world
 rm -rf "$OUT/tmp"
 du -sh "$OUT" "$OUT"/*
+# A device call carries at most 64 MiB beside the project: leave room for the tree itself.
+size=$(du -sm "$OUT" | cut -f1)
+((size <= 60)) || { echo "gpu_bundle: $size MiB, more than the 60 MiB a device call can carry"; exit 1; }

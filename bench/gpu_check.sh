@@ -1,77 +1,160 @@
 #!/usr/bin/env bash
-# The GPU check (one call, <= 6 minutes): on a machine with one GPU, Python 3.12 and torch,
-# after bench/gpu_bundle.sh made .gpu_bundle here:
-#   train-cls --gpus, train-det --gpus (1 worker each) on the small built-in world, then
-#   detect --gpus on it, then bench/gpu_detect.py (AlexNet 227, 2,000 windows per image, end to
-#   end from JPEG bytes, beside the model-only ceiling: bf16, fp32, bf16 with the cv2 warp);
-#   prints GPU utilisation and memory (nvidia-smi, sampled every second) and the stages'
-#   throughput. Exit code: the first failing stage's.
-# Device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu_bundle"], timeout_s=420)
-set -euo pipefail
+# The GPU check: one call on a lent GPU machine (Python 3.12 and torch there, no Ray, no
+# internet) that cannot waste its minutes. After bench/gpu_bundle.sh made .gpu_bundle here:
+#   device tool: run(command="bash bench/gpu_check.sh", carry=[".gpu_bundle"], timeout_s=500)
+#   here, first: bash bench/gpu_rehearse.sh   (the same stages on the CPU, in a venv like the
+#                                              device's; it must pass before any GPU call)
+# Stages, each under its own timeout, all inside BUDGET seconds (470: the call's 500 less the
+# machine's start): setup (the bundle unpacked), probe (versions, GPU, CPU, memory),
+# gpu-detect (bench/gpu_detect.py: AlexNet 227, 2,000 windows/image, no Ray), ray (a local
+# instance sees the GPU), train-cls, train-det, detect (the small built-in world, one worker,
+# --max-failures 0), checkpoints (they load on the CPU and the GPU). A failed stage is recorded
+# and the next one runs; the exit code is the first failure's.
+# Under $OUT (at most 8 files): summary.txt (a line per stage), check.log (everything, also on
+# the console), smi.csv (nvidia-smi every second), ray-logs.tgz (on a failure; each log's last
+# MB), gpu-detect.txt.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-B=.gpu_bundle
-SITE=/tmp/lsda-site
-T=${TMPDIR:-/tmp}/lsda-gpu
-rm -rf "$SITE" "$T" && mkdir -p "$SITE" "$T"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
-    "$B"/wheels/*.whl
-tar -C "$SITE" -xJf "$B/ray-site.tar.xz"
-tar -C "$T" -xJf "$B/world.tar.xz"
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
+REHEARSE=0
+[ "${1:-}" = "--rehearse" ] && REHEARSE=1
+PY=${PY:-python3}
+BUNDLE=${BUNDLE:-.gpu_bundle}
+OUT=${OUT:-/tmp/lsda-gpu-out}
+T=${LSDA_CHECK_TMP:-/tmp/lsda-gpu}  # short: Ray's socket paths live under it
+BUDGET=${BUDGET:-470}
+mkdir -p "$OUT"
+rm -rf "$T" && mkdir -p "$T/site"
+exec > >(tee -a "$OUT/check.log") 2>&1
+: >"$OUT/summary.txt"
+START=$SECONDS FIRST_FAILURE=0
+export PYTHONPATH="$T/site:$PWD" PYTHONUNBUFFERED=1 RAY_TMPDIR="$T/ray"
 DATA=$T/world/data WORK=$T/world/work
-python3 -c 'import torch, ray; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
-    torch.cuda.get_device_name(0) if torch.cuda.is_available() else "", "ray", ray.__version__)'
-nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 \
-    >"$T/smi.csv" 2>/dev/null &
-SMI=$!
-trap 'kill $SMI 2>/dev/null || true' EXIT
-lsda() { python3 -m jobs.cli "$@"; }
-stage() {  # name, then the command: its last lines, wall time and the GPU while it ran
-    local name=$1 first t0 rc=0
-    shift
-    first=$(wc -l <"$T/smi.csv")
-    t0=$SECONDS
-    "$@" >"$T/$name.log" 2>&1 || rc=$?
-    grep -v '^\s*$' "$T/$name.log" | tail -n 12 || true
-    tail -n +"$((first + 1))" "$T/smi.csv" | awk -F', ' -v n="$name" -v s=$((SECONDS - t0)) '
-        {u += $1; if ($1 > umax) umax = $1; if ($2 > m) m = $2; k++}
-        END {printf "== %s: %d s, GPU utilisation mean %.0f%% max %d%%, memory max %d MiB\n",
-             n, s, (k ? u / k : 0), umax, m}'
-    [ "$rc" -eq 0 ] || { echo "== $name failed (exit $rc)"; exit "$rc"; }
+if [ "$REHEARSE" = 1 ]; then
+    GPUS=() DEVICE=cpu GPU_DETECT=(--images 2 --windows 300)
+else
+    GPUS=(--gpus) DEVICE=cuda GPU_DETECT=()
+fi
+
+stage() {  # name, time cap (s), then the command; records its line in summary.txt
+    local name=$1 cap=$2 left rc=0 t0=$SECONDS first=0
+    shift 2
+    left=$((BUDGET - (SECONDS - START) - 5))
+    ((cap > left)) && cap=$left
+    if ((cap < 10)); then
+        echo "$name: skipped, the budget of ${BUDGET} s is spent" | tee -a "$OUT/summary.txt"
+        ((FIRST_FAILURE)) || FIRST_FAILURE=124
+        return
+    fi
+    [ -f "$OUT/smi.csv" ] && first=$(wc -l <"$OUT/smi.csv")
+    echo "=== $name (at most $cap s)"
+    timeout -k 10 "$cap" "$@" || rc=$?
+    local line="$name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc$([ $rc -eq 124 ] &&
+        echo ", timed out after $cap s"))"), $((SECONDS - t0)) s"
+    if [ -f "$OUT/smi.csv" ]; then
+        line+=$(tail -n +"$((first + 1))" "$OUT/smi.csv" | awk -F', ' '
+            {u += $1; if ($1 > umax) umax = $1; if ($2 > m) m = $2; k++}
+            END {if (k) printf ", GPU busy mean %.0f%% max %d%%, memory max %d MiB", u/k, umax, m}')
+    fi
+    echo "$line" | tee -a "$OUT/summary.txt"
+    if ((rc != 0)) && ((FIRST_FAILURE == 0)); then FIRST_FAILURE=$rc; fi
 }
-COMMON=(--data "$DATA" --work "$WORK" --config configs/toyworld.yaml --workers 1 --gpus)
-stage train-cls lsda train-cls "${COMMON[@]}" --epochs 8
-stage train-det lsda train-det "${COMMON[@]}" --iterations 1000
-stage detect lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det-all-fcB.pt" \
-    --split val2 --gpus --actors 1
-python3 - "$WORK" "$T/detect.log" <<'PY'
-import json, sys
-import pyarrow.compute as pc
-from pipeline.workdir import WorkDir
-from pipeline.io import storage
-work, log = sys.argv[1:]
-windows = sum(pc.sum(pc.list_value_length(storage.read_table(u, ["boxes"])["boxes"])).as_py() // 4
-              for u in WorkDir(work).extract_parts("val2", "proposals"))
-summary = next(iter(json.loads([l for l in open(log) if l.startswith("{")][-1]).values()))
-print(f"detect --gpus, small world end to end (Ray Data, actor start included): "
-      f"{summary['images_per_s']} images/s, {windows / summary['seconds']:,.0f} windows/s")
+
+setup() {
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+        --target "$T/site" "$BUNDLE"/wheels/*.whl &&
+        tar -C "$T/site" -xJf "$BUNDLE/ray-site.tar.xz" &&
+        tar -C "$T" -xJf "$BUNDLE/world.tar.xz"
+}
+
+probe() {
+    "$PY" - <<'PY'
+import importlib, os, platform
+import torch
+print("python", platform.python_version(), "| cpus", os.cpu_count())
+print("torch", torch.__version__, "| cuda", torch.version.cuda, "| available",
+      torch.cuda.is_available(), "| cudnn", torch.backends.cudnn.version(),
+      "| nccl", torch.cuda.nccl.version() if torch.cuda.is_available() else None)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print("gpu", p.name, f"{p.total_memory / 2**30:.0f} GiB", p.multi_processor_count, "SMs")
+for name in ("torchvision", "numpy", "pyarrow", "cv2", "google.protobuf", "typing_extensions",
+             "aiohttp", "pydantic", "fsspec", "yaml", "ray"):
+    try:
+        m = importlib.import_module(name)
+        print(f"{name} {getattr(m, '__version__', '?')} ({os.path.dirname(m.__file__)})")
+    except Exception as exc:  # the probe reports; the stages that need it will fail
+        print(f"{name}: {type(exc).__name__}: {exc}")
 PY
-# AlexNet 227 at 2,000 windows per image, end to end from JPEG bytes, beside its ceiling
-for args in "--precision bf16" "--precision fp32" "--precision bf16 --warp cv2"; do
-    stage "gpu-detect $args" python3 bench/gpu_detect.py --device cuda $args
-done
-python3 - "$WORK" <<'PY'
+    local rc=$?
+    nvidia-smi -L 2>/dev/null || echo "nvidia-smi: none"
+    free -g | head -2
+    df -h /dev/shm "$T" | tail -n +2
+    return $rc
+}
+
+ray_smoke() {
+    "$PY" - "$REHEARSE" <<'PY'
+import sys
+import ray
+from pipeline.io.ray_env import ensure_ray
+ensure_ray()
+resources = ray.cluster_resources()
+print("ray", ray.__version__, {k: v for k, v in resources.items() if "node" not in k})
+if sys.argv[1] == "0":
+    assert resources.get("GPU", 0) >= 1, "Ray sees no GPU"
+
+    @ray.remote(num_gpus=1)
+    def where() -> str:
+        import torch
+        return torch.cuda.get_device_name(0)
+
+    print("a task with num_gpus=1 ran on", ray.get(where.remote(), timeout=60))
+ray.shutdown()
+PY
+}
+
+lsda() { "$PY" -m jobs.cli "$@"; }
+
+checkpoints() {
+    "$PY" - "$WORK" "$DEVICE" <<'PY'
 import sys
 import torch
 from pipeline.model.checkpoints import load_payload
-work = sys.argv[1]
+work, device = sys.argv[1:]
 for name in ("cls.pt", "det-all-fcB.pt"):
-    p = load_payload(f"{work}/models/{name}")
-    m = p.get("metrics", {})
+    m = load_payload(f"{work}/models/{name}").get("metrics", {})
     keys = ("holdout_accuracy", "images_per_s", "fg_bg_accuracy", "windows_per_s")
     print(name, {k: round(m[k], 3) for k in keys if k in m})
-    # a checkpoint written on the GPU loads on the CPU and on the GPU
-    for device in ("cpu", "cuda"):
-        torch.load(f"{work}/models/{name}", map_location=device, weights_only=True)
-print("checkpoints load on cpu and cuda")
+    for where in sorted({"cpu", device}):  # written on the GPU, loaded on either
+        torch.load(f"{work}/models/{name}", map_location=where, weights_only=True)
+print("checkpoints load on", sorted({"cpu", device}))
 PY
+}
+
+if [ "$REHEARSE" = 0 ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 \
+        >"$OUT/smi.csv" 2>/dev/null &
+    SMI=$!
+    trap 'kill $SMI 2>/dev/null || true' EXIT
+fi
+COMMON=(--data "$DATA" --work "$WORK" --config configs/toyworld.yaml --workers 1
+    --max-failures 0 "${GPUS[@]}")
+stage setup 60 setup
+stage probe 30 probe
+stage gpu-detect 150 bash -c "\"$PY\" bench/gpu_detect.py --device $DEVICE ${GPU_DETECT[*]} |
+    tee \"$OUT/gpu-detect.txt\""
+stage ray 60 ray_smoke
+stage train-cls 90 lsda train-cls "${COMMON[@]}" --epochs 8
+stage train-det 120 lsda train-det "${COMMON[@]}" --iterations 1000
+stage detect 90 lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det-all-fcB.pt" \
+    --split val2 --actors 1 "${GPUS[@]}"
+stage checkpoints 30 checkpoints
+if ((FIRST_FAILURE)) && [ -d "$T/ray/session_latest/logs" ]; then
+    (cd "$T/ray/session_latest/logs" && find . -type f -size +0 | while read -r f; do
+        mkdir -p "$T/logs/$(dirname "$f")" && tail -c 1000000 "$f" >"$T/logs/$f"
+    done)
+    tar -C "$T" -czf "$OUT/ray-logs.tgz" logs && ls -l "$OUT/ray-logs.tgz"
+fi
+echo "=== summary ($((SECONDS - START)) s)"
+cat "$OUT/summary.txt"
+exit "$FIRST_FAILURE"
