@@ -47,7 +47,7 @@ stage() {  # name, time cap (s), then the command; records its line in summary.t
     fi
     [ -f "$OUT/smi.csv" ] && first=$(wc -l <"$OUT/smi.csv")
     echo "=== $name (at most $cap s)"
-    timeout -k 10 "$cap" "$@" || rc=$?
+    timeout -k 10 "$cap" bash -c 'set -o pipefail; "$@"' "$name" "$@" || rc=$?  # may be a function
     local line="$name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc$([ $rc -eq 124 ] &&
         echo ", timed out after $cap s"))"), $((SECONDS - t0)) s"
     if [ -f "$OUT/smi.csv" ]; then
@@ -137,12 +137,15 @@ if [ "$REHEARSE" = 0 ] && command -v nvidia-smi >/dev/null; then
     SMI=$!
     trap 'kill $SMI 2>/dev/null || true' EXIT
 fi
+export -f setup probe ray_smoke lsda checkpoints
+export PY BUNDLE T REHEARSE DATA WORK DEVICE OUT
 COMMON=(--data "$DATA" --work "$WORK" --config configs/toyworld.yaml --workers 1
     --max-failures 0 "${GPUS[@]}")
 stage setup 60 setup
 stage probe 30 probe
-stage gpu-detect 150 bash -c "\"$PY\" bench/gpu_detect.py --device $DEVICE ${GPU_DETECT[*]} |
-    tee \"$OUT/gpu-detect.txt\""
+gpu_detect() { "$PY" bench/gpu_detect.py --device "$DEVICE" "$@" | tee "$OUT/gpu-detect.txt"; }
+export -f gpu_detect
+stage gpu-detect 150 gpu_detect "${GPU_DETECT[@]}"
 stage ray 60 ray_smoke
 stage train-cls 90 lsda train-cls "${COMMON[@]}" --epochs 8
 stage train-det 120 lsda train-det "${COMMON[@]}" --iterations 1000
