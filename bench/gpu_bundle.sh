@@ -32,10 +32,11 @@ download "$OUT/wheels" jsonschema referencing rpds-py jsonschema-specifications 
     opentelemetry-proto opentelemetry-semantic-conventions importlib-metadata \
     aiohttp-cors colorful smart-open tensorboardX
 # ... and those the image has at versions nobody stated, which may be older than Ray 2.60 needs
-# (protobuf for opencensus, typing-extensions for pydantic, aiohttp for the dashboard): ours
+# (protobuf for opencensus, typing-extensions for pydantic, aiohttp for the dashboard; six,
+# which opencensus imports and the rehearsal found missing without): ours
 # come first on the check's path, and the rehearsal (bench/gpu_image.txt) holds old ones.
 download "$OUT/wheels" protobuf typing-extensions aiohttp aiohappyeyeballs aiosignal \
-    frozenlist multidict propcache yarl attrs
+    frozenlist multidict propcache yarl attrs six
 # Ray's wheel without its Java jars and the dashboard's web build (the dashboard still wants
 # an empty build/static folder, or it refuses to start).
 whl=$(ls "$OUT"/tmp/ray-2.60.0-*.whl)

@@ -6,13 +6,15 @@
 #                                              device's; it must pass before any GPU call)
 # Stages, each under its own timeout, all inside BUDGET seconds (470: the call's 500 less the
 # machine's start): setup (the bundle unpacked), probe (versions, GPU, CPU, memory),
-# gpu-detect (bench/gpu_detect.py: AlexNet 227, 2,000 windows/image, no Ray), ray (a local
-# instance sees the GPU), train-cls, train-det, detect (the small built-in world, one worker,
-# --max-failures 0), checkpoints (they load on the CPU and the GPU). A failed stage is recorded
-# and the next one runs; the exit code is the first failure's.
+# gpu-detect (bench/gpu_detect.py: AlexNet 227, 2,000 windows/image, phases, a batch sweep; no
+# Ray), gpu-train (bench/gpu_train.py: train-det's AlexNet-227 step fed by its real input path
+# against a synthetic batch), ray (a local instance sees the GPU), train-cls, train-det,
+# detect (the small built-in world, one worker, --max-failures 0), checkpoints (they load on
+# the CPU and the GPU). A failed stage is recorded and the next one runs; the exit code is the
+# first failure's.
 # Under $OUT (at most 8 files): summary.txt (a line per stage), check.log (everything, also on
 # the console), smi.csv (nvidia-smi every second), ray-logs.tgz (on a failure; each log's last
-# MB), gpu-detect.txt.
+# MB), gpu-detect.txt, gpu-train.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REHEARSE=0
@@ -30,9 +32,10 @@ START=$SECONDS FIRST_FAILURE=0
 export PYTHONPATH="$T/site:$PWD" PYTHONUNBUFFERED=1 RAY_TMPDIR="$T/ray"
 DATA=$T/world/data WORK=$T/world/work
 if [ "$REHEARSE" = 1 ]; then
-    GPUS=() DEVICE=cpu GPU_DETECT=(--images 2 --windows 300)
+    GPUS=() DEVICE=cpu  # and little of each: the CPU is slow
+    GPU_DETECT=(--images 2 --windows 100 --sweep 128) GPU_TRAIN=(--steps 2 --warmup 1 --windows 256)
 else
-    GPUS=(--gpus) DEVICE=cuda GPU_DETECT=()
+    GPUS=(--gpus) DEVICE=cuda GPU_DETECT=() GPU_TRAIN=()
 fi
 
 stage() {  # name, time cap (s), then the command; records its line in summary.txt
@@ -77,11 +80,19 @@ print("torch", torch.__version__, "| cuda", torch.version.cuda, "| available",
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print("gpu", p.name, f"{p.total_memory / 2**30:.0f} GiB", p.multi_processor_count, "SMs")
-for name in ("torchvision", "numpy", "pyarrow", "cv2", "google.protobuf", "typing_extensions",
-             "aiohttp", "pydantic", "fsspec", "yaml", "ray"):
+from importlib.metadata import version
+for name, dist in [("torchvision", "torchvision"), ("numpy", "numpy"), ("pyarrow", "pyarrow"),
+                   ("cv2", "opencv-python-headless"), ("google.protobuf", "protobuf"),
+                   ("typing_extensions", "typing-extensions"), ("aiohttp", "aiohttp"),
+                   ("pydantic", "pydantic"), ("six", "six"), ("fsspec", "fsspec"),
+                   ("yaml", "pyyaml"), ("ray", "ray")]:
     try:
-        m = importlib.import_module(name)
-        print(f"{name} {getattr(m, '__version__', '?')} ({os.path.dirname(m.__file__)})")
+        where = os.path.dirname(importlib.import_module(name).__file__)
+        try:
+            v = version(dist)
+        except Exception:  # a wheel unpacked without its metadata
+            v = "?"
+        print(f"{name} {v} ({where})")
     except Exception as exc:  # the probe reports; the stages that need it will fail
         print(f"{name}: {type(exc).__name__}: {exc}")
 PY
@@ -144,8 +155,10 @@ COMMON=(--data "$DATA" --work "$WORK" --config configs/toyworld.yaml --workers 1
 stage setup 60 setup
 stage probe 30 probe
 gpu_detect() { "$PY" bench/gpu_detect.py --device "$DEVICE" "$@" | tee "$OUT/gpu-detect.txt"; }
-export -f gpu_detect
+gpu_train() { "$PY" bench/gpu_train.py --device "$DEVICE" "$@" | tee "$OUT/gpu-train.txt"; }
+export -f gpu_detect gpu_train
 stage gpu-detect 150 gpu_detect "${GPU_DETECT[@]}"
+stage gpu-train 90 gpu_train "${GPU_TRAIN[@]}"
 stage ray 60 ray_smoke
 stage train-cls 90 lsda train-cls "${COMMON[@]}" --epochs 8
 stage train-det 120 lsda train-det "${COMMON[@]}" --iterations 1000

@@ -174,19 +174,26 @@ class ScoringConfig:
     """How ``detect`` and ``score-vocab`` run the network over windows (``[scoring]``)."""
 
     gpus: bool = False  # one GPU per scoring actor
-    precision: str = "fp32"  # fp32 | bf16 (autocast; on a GPU, ~1.5x AlexNet's fp32 rate)
+    # auto: bf16 with --gpus (autocast; on a GPU, ~1.5x AlexNet's fp32 rate), fp32 on CPUs
+    # (bf16 is slower there) | fp32 | bf16
+    precision: str = "auto"
     # Where windows are cut out: "torch" on the network's device (the image goes there once),
     # "cv2" on the actor's CPU. auto: torch on a GPU, cv2 on the CPU (faster there).
     warp: str = "auto"
     windows_per_batch: int = 0  # per forward pass; 0: 512 on the CPU, 2,048 on a GPU
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError("precision must be fp32 or bf16")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError("precision must be auto, fp32 or bf16")
         if self.warp not in ("auto", "cv2", "torch"):
             raise ValueError("warp must be auto, cv2 or torch")
         if self.windows_per_batch < 0:
             raise ValueError("windows_per_batch must be >= 0")
+
+    @property
+    def bf16(self) -> bool:
+        """The precision scoring runs in (``auto`` resolved), as the detections record it."""
+        return self.precision == "bf16" or (self.precision == "auto" and self.gpus)
 
 
 @dataclass(frozen=True)

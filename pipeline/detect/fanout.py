@@ -3,6 +3,9 @@ fan-out ``detect`` and ``score-vocab`` share (a user's images: ``image_list``)."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 
@@ -22,6 +25,23 @@ def image_and_boxes(image_url: str, boxes, mean, proposals: ExtractConfig):
         p = proposals
         boxes = selective_search(image, p.resize_width, p.max_proposals, p.min_box)
     return image, np.array(boxes, np.float32).reshape(-1, 4)  # writable, for torch
+
+
+def images_ahead(batch: dict, mean, proposals: ExtractConfig) -> Iterator[tuple]:
+    """(image id, image, windows) of each image of an actor's batch, the next one read and
+    decoded (and for a user's image, its proposals found) on a thread while the caller scores
+    this one: storage and the CPU's work overlap the network's."""
+    ids = batch["image_id"]
+
+    def load(i: int):
+        return image_and_boxes(str(batch["image_url"][i]), batch["boxes"][i], mean, proposals)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="lsda-read") as pool:
+        ahead = pool.submit(load, 0) if len(ids) else None
+        for i in range(len(ids)):
+            image, boxes = ahead.result()
+            ahead = pool.submit(load, i + 1) if i + 1 < len(ids) else None
+            yield ids[i], image, boxes
 
 
 def _resolve_urls(batch: pa.Table, data: str) -> pa.Table:

@@ -24,7 +24,9 @@ def iou_inclusive(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def to_continuous(boxes: torch.Tensor) -> torch.Tensor:
-    return boxes + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
+    out = boxes.clone()
+    out[:, 2:] += 1  # no constant tensor to copy to the device
+    return out
 
 
 def detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostConfig):
@@ -36,34 +38,54 @@ def detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostConfig):
     prefix of each class's ranking, and only the classes whose prefix holds fewer go through NMS
     again on a prefix twice as long: the same output as one NMS over everything, at a fraction
     of the cost (most of the post-processing time was NMS over windows that could never be
-    kept)."""
+    kept). Each pass waits for the device where a size must be known: which windows pass the
+    threshold, NMS itself, and whether another pass is needed (none after the last); the rest
+    carries masks, and one wait at the end gives the output's size."""
+    boxes, scores, cls, ok = ranked_detections(boxes, scores, cfg)
+    return boxes[ok], scores[ok], cls[ok]
+
+
+def ranked_detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostConfig):
+    """``detections`` before the last compaction: (boxes, scores, classes, ok), best first,
+    the rows with ``ok`` False (all after the others) to be dropped; a caller that takes the
+    rows to the host drops them there, and the device is waited for once less."""
     n, c = scores.shape
     if n == 0 or c == 0:
-        return boxes[:0], scores.new_zeros(0), torch.zeros(0, dtype=torch.long, device=boxes.device)
+        none = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return boxes[:0], scores.new_zeros(0), none, none.bool()
     top = min(cfg.pre_nms_top, n)
     ranked_scores, ranked_idx = scores.topk(top, dim=0)  # (top, C) best windows of every class
     ranked_scores, ranked_idx = ranked_scores.T, ranked_idx.T  # (C, top), rows descending
     cont = to_continuous(boxes.float())
-    found_cls, found_rank = [], []
+    found_cls, found_rank, found_ok = [], [], []
     active = torch.arange(c, device=boxes.device)  # classes still short of max_per_class
     k = min(top, PREFIX_PER_KEPT * cfg.max_per_class)
-    while len(active):
-        rows, ranks = _ranked_nms(cont, ranked_scores[active], ranked_idx[active], k, cfg)
-        count = torch.bincount(rows, minlength=len(active))
-        short = count < cfg.max_per_class
-        if k < top:  # and candidates left beyond the prefix
-            short &= ranked_scores[active, k] > cfg.score_threshold
-        else:
+    while True:
+        rows, ranks, within = _ranked_nms(cont, ranked_scores[active], ranked_idx[active], k, cfg)
+        count = torch.zeros(len(active), dtype=torch.long, device=boxes.device)
+        count.index_add_(0, rows, within.long())
+        # short: fewer than max_per_class kept, and candidates left beyond the prefix
+        last = k >= top
+        short = (count < cfg.max_per_class) & (
+            ranked_scores[active, min(k, top - 1)] > cfg.score_threshold
+        )
+        if last:
             short.zero_()
-        done = ~short[rows]
-        found_cls.append(active[rows[done]])
-        found_rank.append(ranks[done])
+        found_cls.append(active[rows])
+        found_rank.append(ranks)
+        found_ok.append(within & ~short[rows])
+        if last:
+            break
         active, k = active[short], min(2 * k, top)
-    keep_cls, keep_rank = torch.cat(found_cls), torch.cat(found_rank)
+        if len(active) == 0:
+            break
+    keep_cls, keep_rank, ok = torch.cat(found_cls), torch.cat(found_rank), torch.cat(found_ok)
     kept_scores = ranked_scores[keep_cls, keep_rank]
-    order = kept_scores.argsort(descending=True, stable=True)[: cfg.max_per_image or None]
+    key = torch.where(ok, kept_scores, torch.full_like(kept_scores, -torch.inf))
+    order = key.argsort(descending=True, stable=True)[: cfg.max_per_image or None]
     keep_cls, keep_rank = keep_cls[order], keep_rank[order]
-    return boxes[ranked_idx[keep_cls, keep_rank]].float(), kept_scores[order], keep_cls
+    box = boxes[ranked_idx[keep_cls, keep_rank]].float()
+    return box, kept_scores[order], keep_cls, ok[order]
 
 
 PREFIX_PER_KEPT = 4  # first pass: a class's best 4 x max_per_class windows
@@ -75,14 +97,14 @@ def _ranked_nms(
     ranked_idx: torch.Tensor,
     k: int,
     cfg: PostConfig,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-class NMS over each row's first ``k`` ranked windows above the threshold: the
-    (row, rank) of the first ``max_per_class`` survivors of every row."""
+    (row, rank) of the survivors of every row, best first, and which of them are among the
+    first ``max_per_class`` of their row."""
     s, idx = ranked_scores[:, :k], ranked_idx[:, :k]
     rows, ranks = (s > cfg.score_threshold).nonzero(as_tuple=True)
     keep = batched_nms(cont[idx[rows, ranks]], s[rows, ranks].float(), rows, cfg.nms_iou)
-    keep = first_per_class(keep, rows, cfg.max_per_class)
-    return rows[keep], ranks[keep]
+    return rows[keep], ranks[keep], within_per_class(keep, rows, cfg.max_per_class)
 
 
 def nms_per_group(
@@ -101,13 +123,17 @@ def nms_per_group(
     return nms(shifted, scores.double(), iou)
 
 
+def within_per_class(keep: torch.Tensor, cls: torch.Tensor, limit: int) -> torch.Tensor:
+    """``keep`` is in descending score order: which of its entries are among the first
+    ``limit`` of their class (a mask, so nothing waits for the device)."""
+    order = torch.sort(cls[keep], stable=True)
+    starts = torch.searchsorted(order.values, order.values, right=False)
+    rank = torch.arange(len(keep), device=keep.device) - starts
+    mask = torch.zeros(len(keep), dtype=torch.bool, device=keep.device)
+    mask[order.indices] = rank < limit
+    return mask
+
+
 def first_per_class(keep: torch.Tensor, cls: torch.Tensor, limit: int) -> torch.Tensor:
     """``keep`` is in descending score order; keep at most ``limit`` of each class."""
-    classes = cls[keep]
-    order = torch.sort(classes, stable=True)
-    sorted_cls = order.values
-    starts = torch.searchsorted(sorted_cls, sorted_cls, right=False)
-    rank = torch.arange(len(sorted_cls), device=keep.device) - starts
-    mask = torch.zeros(len(keep), dtype=torch.bool, device=keep.device)
-    mask[order.indices[rank < limit]] = True
-    return keep[mask]
+    return keep[within_per_class(keep, cls, limit)]

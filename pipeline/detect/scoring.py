@@ -15,10 +15,11 @@ import hashlib
 import numpy as np
 import torch
 
-from pipeline.detect.postprocess import background_scores, detections
+from pipeline.detect.postprocess import background_scores, ranked_detections
 from pipeline.detect.warp_torch import warp_windows_torch
 from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.model.checkpoints import load_model
+from pipeline.model.host_syncs import from_host, on_device
 from pipeline.model.nets import CategoryMap, LSDANet
 from pipeline.model.preprocess import normalise
 from schemas.config import PostConfig, ScoringConfig
@@ -43,11 +44,12 @@ class WindowFeeder:
         device = device or scoring_device(cfg)
         self.size, self.device = size, device
         self.mean = np.asarray(mean, np.float32)
+        self.mean_t = torch.from_numpy(self.mean).view(1, 3, 1, 1).to(device)
         self.fill = torch.from_numpy(np.round(self.mean)).to(device)  # cv2 path's uint8 fill
         on_gpu = device.type == "cuda"
         self.batch = cfg.windows_per_batch or (GPU_BATCH if on_gpu else CPU_BATCH)
         self.warp = cfg.warp if cfg.warp != "auto" else ("torch" if on_gpu else "cv2")
-        self.bf16 = cfg.precision == "bf16"
+        self.bf16 = cfg.bf16
         self.channels_last = on_gpu  # cuDNN's fast convolutions want NHWC
         if on_gpu:
             torch.backends.cudnn.benchmark = True  # fixed window size: tune the kernels once
@@ -61,12 +63,14 @@ class WindowFeeder:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def batches(self, image: np.ndarray, boxes: np.ndarray):
-        """R-CNN warping, then the normalisation training used, ``batch`` windows at a time."""
+    def batches(self, image: np.ndarray, boxes: np.ndarray, boxes_t: torch.Tensor | None = None):
+        """R-CNN warping, then the normalisation training used, ``batch`` windows at a time;
+        ``boxes_t``: ``boxes`` already on the device (copied once per image)."""
         padding = context_padding(self.size)
         if self.warp == "torch":
-            pixels = torch.tensor(image, device=self.device).permute(2, 0, 1).float()  # a copy
-            boxes_t = torch.from_numpy(boxes).to(self.device)
+            pixels = on_device(from_host(image), self.device).permute(2, 0, 1).float()
+            if boxes_t is None:
+                boxes_t = on_device(torch.from_numpy(boxes), self.device)
         for start in range(0, len(boxes), self.batch):
             if self.warp == "torch":
                 part = boxes_t[start : start + self.batch]
@@ -74,14 +78,14 @@ class WindowFeeder:
             else:
                 part = boxes[start : start + self.batch]
                 w = warp_windows(image, part, self.size, padding, self.mean)
-                x = torch.from_numpy(w).to(self.device).permute(0, 3, 1, 2).float()
-            x = normalise(x, self.mean)
+                x = on_device(torch.from_numpy(w), self.device).permute(0, 3, 1, 2).float()
+            x = normalise(x, self.mean_t)
             yield x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def map(self, image: np.ndarray, boxes: np.ndarray, fn) -> list:
+    def map(self, image: np.ndarray, boxes: np.ndarray, fn, boxes_t=None) -> list:
         """``fn`` of every batch of the image's windows, run in the feeder's precision."""
         out = []
-        for x in self.batches(image, boxes):
+        for x in self.batches(image, boxes, boxes_t):
             with self.autocast():
                 out.append(fn(x))
         return out
@@ -131,29 +135,40 @@ class MultiDetector:
         self.score_wnids = wanted
 
     @torch.no_grad()
-    def logits(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
+    def logits(
+        self, image: np.ndarray, boxes: np.ndarray, boxes_t: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """name -> (windows, K + 1) float32 logits, on the scoring device."""
 
         def heads(x: torch.Tensor) -> dict[str, torch.Tensor]:  # each trunk once per batch
             feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
             return {name: head(feats[key]).float() for name, (key, head) in self.heads.items()}
 
-        per_batch = self.feeder.map(image, boxes, heads)
+        per_batch = self.feeder.map(image, boxes, heads, boxes_t)
         empty = torch.zeros(0, self.categories.num_categories + 1, device=self.device)
         return {n: torch.cat([b[n] for b in per_batch]) if per_batch else empty for n in self.heads}
 
     def score(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, tuple]:
-        """name -> (boxes, scores, wnids) after background subtraction and NMS."""
-        return self.postprocess(self.logits(image, boxes), boxes)
+        """name -> (boxes, scores, wnids) after background subtraction and NMS. The image and
+        its boxes go to the device once; the detections come back in one copy per detector."""
+        boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
+        boxes_t = on_device(torch.from_numpy(boxes), self.device)
+        return self.postprocess(self.logits(image, boxes, boxes_t), boxes_t)
 
     def postprocess(
-        self, logits_by_name: dict[str, torch.Tensor], boxes: np.ndarray
+        self, logits_by_name: dict[str, torch.Tensor], boxes: torch.Tensor | np.ndarray
     ) -> dict[str, tuple]:
         """On the scoring device; only the kept detections come back to the host."""
+        if not isinstance(boxes, torch.Tensor):
+            boxes = torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4))
+        boxes = on_device(boxes, self.device)
         result = {}
-        boxes_t = torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4)).to(self.device)
         for name, logits in logits_by_name.items():
             scores = background_scores(logits, self.categories.background_row)[:, self.score_rows]
-            b, s, c = (t.cpu() for t in detections(boxes_t, scores, self.post))
-            result[name] = (b.numpy(), s.numpy(), [self.score_wnids[i] for i in c.tolist()])
+            b, s, c, ok = ranked_detections(boxes, scores, self.post)
+            rows = torch.cat([b, s[:, None].float(), c[:, None].float(), ok[:, None].float()], 1)
+            rows = rows.cpu().numpy()  # one copy; the rows not kept are dropped here
+            rows = rows[rows[:, 6] > 0]
+            wnids = [self.score_wnids[int(i)] for i in rows[:, 5]]
+            result[name] = (rows[:, :4].copy(), rows[:, 4].copy(), wnids)
         return result

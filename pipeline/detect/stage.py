@@ -11,7 +11,7 @@ import cv2
 
 from pipeline import lineage
 from pipeline.data.categories import read_categories
-from pipeline.detect.fanout import image_and_boxes, score_images
+from pipeline.detect.fanout import images_ahead, score_images
 from pipeline.detect.image_list import detect_image_list
 from pipeline.detect.outputs import add_rows, new_rows, write_detections
 from pipeline.detect.scoring import MultiDetector
@@ -40,10 +40,7 @@ class DetectActor:
 
     def __call__(self, batch: dict) -> dict:
         rows = new_rows()
-        for i, image_id in enumerate(batch["image_id"]):
-            image, boxes = image_and_boxes(
-                str(batch["image_url"][i]), batch["boxes"][i], self.detector.mean, self.proposals
-            )
+        for image_id, image, boxes in images_ahead(batch, self.detector.mean, self.proposals):
             for name, (b, s, w) in self.detector.score(image, boxes).items():
                 add_rows(rows, name, image_id, b, s, w, self.ids)
         return rows
@@ -70,7 +67,7 @@ def run_detect(
     settings = {
         "post": to_dict(post),
         "all_categories": all_categories,
-        "precision": scoring.precision,
+        "precision": "bf16" if scoring.bf16 else "fp32",
     }
     inputs = {n: {"model": lineage.of(u), "split": source, **settings} for n, u in models.items()}
     wd = WorkDir(work)

@@ -17,7 +17,7 @@ import torch
 
 from pipeline import lineage
 from pipeline.data.hierarchy import read_hierarchy
-from pipeline.detect.fanout import image_and_boxes, score_images
+from pipeline.detect.fanout import images_ahead, score_images
 from pipeline.detect.image_list import detect_image_list
 from pipeline.detect.outputs import add_rows, new_rows, write_detections
 from pipeline.detect.scoring import WindowFeeder
@@ -68,10 +68,7 @@ class VocabActor:
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
         rows = new_rows()
-        for i, image_id in enumerate(batch["image_id"]):
-            image, boxes = image_and_boxes(
-                str(batch["image_url"][i]), batch["boxes"][i], self.mean, self.proposals
-            )
+        for image_id, image, boxes in images_ahead(batch, self.mean, self.proposals):
             feats = self.features(image, boxes)
             found = self.scorer.detect(feats, torch.from_numpy(boxes).to(self.device))
             b, s, c = (t.cpu() for t in found)
@@ -109,7 +106,7 @@ def run_score_vocab(
         "split": source,
         "post": to_dict(post),
         "hierarchy": hierarchy,
-        "precision": scoring.precision,
+        "precision": "bf16" if scoring.bf16 else "fp32",
     }
     out = WorkDir(work).detections(name, split)
     if not overwrite and lineage.is_current(out, inputs, f"score-vocab {name}"):

@@ -42,16 +42,19 @@ def warp_windows_torch(
     image's device, uint8 levels, ``fill`` (3,) outside the image."""
     _, h, w = image.shape
     n = boxes.shape[0]
-    b = boxes.to(image.device, torch.float64)
+    b = boxes.to(image.device, torch.float64) if boxes.device != image.device else boxes.double()
     x, in_x = axis_samples(b[:, 0], b[:, 2], w, size, padding)
     y, in_y = axis_samples(b[:, 1], b[:, 3], h, size, padding)
-    # grid_sample's align_corners=True maps -1..1 onto pixel centres 0..W-1
-    gx = x * (2 / max(w - 1, 1)) - 1
-    gy = y * (2 / max(h - 1, 1)) - 1
+    # grid_sample's align_corners=True maps -1..1 onto pixel centres 0..W-1. The coordinates
+    # are rounded to the image's dtype per axis, before the (N, size, size, 2) grid is made:
+    # the same values as rounding the grid, at half the memory of a float64 one (1.7 GB at
+    # 2,048 windows of 227 px).
+    gx = (x * (2 / max(w - 1, 1)) - 1).to(image.dtype)
+    gy = (y * (2 / max(h - 1, 1)) - 1).to(image.dtype)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
     out = grid_sample(
         image[None].expand(n, -1, -1, -1),
-        grid.to(image.dtype),
+        grid,
         mode="bilinear",
         padding_mode="border",
         align_corners=True,

@@ -13,13 +13,21 @@ What it counts, by the name it files it under:
 - ``copy:<op>``: a host tensor moved to a device named in the call (``to``, ``cuda``), or a
   tensor made from host data on a named device (``torch.tensor``/``as_tensor`` with
   ``device=``). On the CPU the named device is the CPU itself, so any such call counts: a
-  step whose inputs were put on the device before it makes none.
+  step whose inputs were put on the device before it makes none. A copy with
+  ``non_blocking=True`` is not counted: ours go through ``on_device``, which pins the host
+  memory first on a GPU (from pageable memory the host would wait all the same).
+
+A read of a tensor that an earlier counted call brought to the host (``cpu()`` then
+``numpy()``) is not counted again.
 """
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections import Counter
 
+import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -53,9 +61,29 @@ def _names_device(args, kwargs) -> bool:
     return any(isinstance(a, torch.device) or (isinstance(a, str) and a) for a in args)
 
 
+def _in(t, tensors: dict[int, weakref.ref]) -> bool:
+    ref = tensors.get(id(t))
+    return ref is not None and ref() is t
+
+
 def _bool_index(index) -> bool:
     items = index if isinstance(index, tuple | list) else (index,)
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+def from_host(a: np.ndarray) -> torch.Tensor:
+    """A tensor over ``a``'s memory, only ever read: a read-only array (PIL's decoded images
+    are) needs no copy, and torch's warning about it is not ours to show."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
+def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (host memory) on ``device``, without the host waiting: pinned first on a GPU."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 class HostSyncCounter(TorchFunctionMode):
@@ -64,6 +92,7 @@ class HostSyncCounter(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter = Counter()
+        self._on_host: dict[int, weakref.ref] = {}  # by id: tensors compare by value
 
     @property
     def total(self) -> int:
@@ -72,9 +101,15 @@ class HostSyncCounter(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         kind = self._kind(func, args, kwargs)
+        if kind and kind.startswith("read:") and args and _in(args[0], self._on_host):
+            kind = None  # already brought to the host
         if kind:
             self.counts[kind] += 1
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if kind in ("read:cpu", "read:numpy") or func is torch.from_numpy:
+            if isinstance(out, torch.Tensor):
+                self._on_host[id(out)] = weakref.ref(out)
+        return out
 
     @staticmethod
     def _kind(func, args, kwargs) -> str | None:
@@ -82,6 +117,8 @@ class HostSyncCounter(TorchFunctionMode):
             return f"read:{_READS[func]}"
         if func in _INDEXING and len(args) > 1 and _bool_index(args[1]):
             return f"read:{_INDEXING[func]}-mask"
+        if kwargs.get("non_blocking"):
+            return None
         if func in _CREATE and "device" in kwargs:
             return f"copy:{_CREATE[func]}"
         if func in (torch.Tensor.to, torch.Tensor.cuda) and args:

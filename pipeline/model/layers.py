@@ -28,18 +28,21 @@ def parse_layers(spec: str) -> set[str]:
 
 
 class RowFreezer:
-    """Keeps the output rows outside ``trained_rows`` exactly as they were."""
+    """Keeps the output rows outside ``trained_rows`` exactly as they were.
+
+    The frozen rows are held as an index on the model's device (``index_fill_`` and
+    ``index_copy_``, not a boolean mask): a step on a GPU then never waits for the device."""
 
     def __init__(self, layer: torch.nn.Linear, trained_rows: list[int]):
         self.layer = layer
         mask = torch.ones(layer.out_features, dtype=torch.bool)
         mask[trained_rows] = False
-        self.frozen = mask
-        self.weight = layer.weight.detach()[mask].clone()
-        self.bias = layer.bias.detach()[mask].clone()
+        self.frozen = mask.nonzero().flatten()
+        self.weight = layer.weight.detach()[self.frozen].clone()
+        self.bias = layer.bias.detach()[self.frozen].clone()
 
     def to(self, device: torch.device) -> RowFreezer:
-        """Keep the mask and the saved rows on the model's device: no host copy every step
+        """Keep the index and the saved rows on the model's device: no host copy every step
         (the rows of thousands of categories are large)."""
         self.frozen, self.weight, self.bias = (
             t.to(device) for t in (self.frozen, self.weight, self.bias)
@@ -54,13 +57,13 @@ class RowFreezer:
         self._follow_layer()
         for p in (self.layer.weight, self.layer.bias):
             if p.grad is not None:
-                p.grad[self.frozen] = 0
+                p.grad.index_fill_(0, self.frozen, 0)
 
     @torch.no_grad()
     def restore(self) -> None:
         self._follow_layer()
-        self.layer.weight[self.frozen] = self.weight
-        self.layer.bias[self.frozen] = self.bias
+        self.layer.weight.index_copy_(0, self.frozen, self.weight)
+        self.layer.bias.index_copy_(0, self.frozen, self.bias)
 
 
 def configure_trainable(model: LSDANet, layers: set[str], trained_rows: list[int]) -> RowFreezer:

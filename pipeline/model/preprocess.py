@@ -7,24 +7,54 @@ scale is fixed, the size is the network's ``input_size``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 PIXEL_SCALE = 64.0  # (x - mean) / 64 puts uint8 images in roughly [-2, 2]
 
 
+@dataclass
+class Augment:
+    """One batch's random crop offsets (None: no crop) and mirror flags (bool, on the images'
+    device)."""
+
+    crops: tuple[list[int], list[int]] | None
+    flip: torch.Tensor
+
+
+def draw_augment(
+    n: int, h: int, w: int, size: int, generator: torch.Generator | None = None
+) -> Augment:
+    """The random draws of a training input, on the host: crop offsets, then mirror flags."""
+    crops = None
+    if h > size or w > size:
+        oy = torch.randint(0, h - size + 1, (n,), generator=generator)
+        ox = torch.randint(0, w - size + 1, (n,), generator=generator)
+        crops = oy.tolist(), ox.tolist()
+    return Augment(crops, torch.rand(n, generator=generator) < 0.5)
+
+
 def to_input(
-    images: torch.Tensor, size: int, mean, train: bool, generator: torch.Generator | None = None
+    images: torch.Tensor,
+    size: int,
+    mean,
+    train: bool,
+    generator: torch.Generator | None = None,
+    augment: Augment | None = None,
 ) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, size, size): crop (random or centre), mirror.
 
-    Runs on ``images``' device; the random draws come from ``generator`` (CPU) and only their
-    offsets and mask move, so a seed gives the same crops on CPU and GPU."""
+    Runs on ``images``' device. The random draws come from ``generator`` (CPU), or were made
+    before (``augment``, drawn by ``draw_augment`` with its flags already on the device: the
+    training step then waits for nothing); a seed gives the same crops on CPU and GPU."""
     b, h, w, _ = images.shape
+    if train and augment is None:
+        augment = draw_augment(b, h, w, size, generator)
+        augment.flip = augment.flip.to(images.device)
     if h > size or w > size:
         if train:
-            oy = torch.randint(0, h - size + 1, (b,), generator=generator)
-            ox = torch.randint(0, w - size + 1, (b,), generator=generator)
-            oy, ox = oy.tolist(), ox.tolist()
+            oy, ox = augment.crops
             images = torch.stack(
                 [images[i, oy[i] : oy[i] + size, ox[i] : ox[i] + size] for i in range(b)]
             )
@@ -33,12 +63,13 @@ def to_input(
             images = images[:, oy : oy + size, ox : ox + size]
     x = images.permute(0, 3, 1, 2).float()
     if train:
-        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device).view(b, 1, 1, 1)
-        x = torch.where(flip, x.flip(3), x)
+        x = torch.where(augment.flip.view(b, 1, 1, 1), x.flip(3), x)
     return normalise(x, mean)
 
 
 def normalise(pixels: torch.Tensor, mean) -> torch.Tensor:
-    """float (B, 3, H, W) pixel values -> the network's input, on ``pixels``' device."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-    return (pixels - mean_t) / PIXEL_SCALE
+    """float (B, 3, H, W) pixel values -> the network's input, on ``pixels``' device;
+    ``mean`` a sequence, or a (1, 3, 1, 1) tensor already there."""
+    if not isinstance(mean, torch.Tensor):
+        mean = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean) / PIXEL_SCALE

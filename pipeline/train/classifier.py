@@ -24,7 +24,7 @@ from pipeline.io import storage
 from pipeline.model.checkpoints import load_state_dict, save_model
 from pipeline.model.nets import CategoryMap, get_model, load_imagenet_weights
 from pipeline.model.preprocess import to_input
-from pipeline.train import trainer
+from pipeline.train import device_feed, trainer
 from pipeline.train.data import CLS_READER, held_out, worker_batch
 from pipeline.train.stream import ShardStream
 from pipeline.workdir import CLASSIFIER, WorkDir
@@ -77,18 +77,24 @@ def classification_categories(
     return CategoryMap(tuple(det + others)), n_train
 
 
-def count_correct(model, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
-    """(correct, total) of a batch as an int64 tensor on ``device``: no host sync per batch."""
-    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=False)
-    pred = model(x)[:, :k].argmax(1)
-    correct = (pred == batch["label"].to(device, non_blocking=True)).sum()
-    return torch.stack([correct, torch.tensor(len(pred), device=device)])
+def count_correct(model, batch: dict, k: int, size: int, mean, amp) -> torch.Tensor:
+    """(correct, total) of a batch on the device as an int64 tensor there: no host sync."""
+    x = to_input(batch["image"], size, mean, train=False)
+    x = x.contiguous(memory_format=device_feed.memory_format(x.device))
+    with amp:
+        pred = model(x)[:, :k].argmax(1)
+    correct = (pred == batch["label"]).sum()
+    return torch.stack([correct, correct.new_full((), pred.numel())])
 
 
-def cls_step(model, optimizer, batch: dict, k: int, size: int, mean, device) -> torch.Tensor:
-    """One optimizer step on a batch; the loss stays on ``device`` (read once per epoch)."""
-    x = to_input(batch["image"].to(device, non_blocking=True), size, mean, train=True)
-    loss = F.cross_entropy(model(x)[:, :k], batch["label"].to(device, non_blocking=True))
+def cls_step(model, optimizer, batch: dict, k: int, size: int, mean, amp) -> torch.Tensor:
+    """One optimizer step on a batch already on the device (``device_batches``), in ``amp``'s
+    precision; the loss stays there (read once per epoch): the host waits for nothing."""
+    x = to_input(batch["image"], size, mean, train=True, augment=batch["augment"])
+    x = x.contiguous(memory_format=device_feed.memory_format(x.device))
+    with amp:
+        logits = model(x)[:, :k].float()
+    loss = F.cross_entropy(logits, batch["label"])
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -108,12 +114,13 @@ def cls_loop(config: dict) -> None:
     import ray.train.torch
 
     cfg: TrainConfig = config["cfg"]
-    k, size, mean = config["num_categories"], config["input_size"], config["mean"]
+    k, size = config["num_categories"], config["input_size"]
     device = trainer.worker_setup(cfg)
+    mean, amp = device_feed.mean_tensor(config["mean"], device), device_feed.autocast(device)
     model = get_model(cfg.model, k)
     if cfg.init_weights:
         load_imagenet_weights(model, load_state_dict(cfg.init_weights))
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(device_feed.setup_for_training(model, device))
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
     start, history = trainer.restore(model, optimizer)
     ctx = ray.train.get_context()
@@ -125,13 +132,16 @@ def cls_loop(config: dict) -> None:
         t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
         batches = train.endless(per_worker, (epoch,), 4 * cfg.batch_size, "classification")
         with contextlib.closing(batches):
-            for i, batch in enumerate(itertools.islice(batches, steps)):
+            on_device = device_feed.device_batches(
+                itertools.islice(batches, steps), device, size, train=True
+            )
+            for i, batch in enumerate(on_device):
                 trainer.set_lr(optimizer, cfg, epoch * steps + i)
-                loss_sum += cls_step(model, optimizer, batch, k, size, mean, device)
+                loss_sum += cls_step(model, optimizer, batch, k, size, mean, amp)
         acc = trainer.accuracy(
             model,
-            holdout.in_order(per_worker),
-            lambda b: count_correct(model, b, k, size, mean, device),
+            device_feed.device_batches(holdout.in_order(per_worker), device, size, train=False),
+            lambda b: count_correct(model, b, k, size, mean, amp),
             device,
         )
         metrics = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.layers import configure_trainable, parse_layers
 from pipeline.model.preprocess import to_input
-from pipeline.train import trainer
+from pipeline.train import device_feed, trainer
 from pipeline.train.classifier import shard_params
 from pipeline.train.data import WINDOW_READER, worker_batch
 from pipeline.train.stream import ShardStream, split_minibatches
@@ -55,16 +56,19 @@ def fg_bg_counts(logits: torch.Tensor, y: torch.Tensor, bg_col: int) -> torch.Te
     """(right foreground-vs-background calls, total), int64 on the logits' device; ``logits``
     and the column labels ``y`` are over the loss columns, background last."""
     right = ((logits.argmax(1) == bg_col) == (y == bg_col)).sum()
-    return torch.stack([right, torch.tensor(len(y), device=logits.device)])
+    return torch.stack([right, right.new_full((), y.numel())])  # made there, not copied
 
 
-def det_step(model, optimizer, freezer, fg: dict, bg: dict, cols, col_of_row, size, mean, device):
-    """One step on fg + bg windows; ``cols`` and ``col_of_row`` live on ``device``. Returns the
-    loss and the fg-vs-bg counts of the model as it was before the step."""
-    images = torch.cat([fg["image"], bg["image"]]).to(device, non_blocking=True)
-    x = to_input(images, size, mean, train=True)
-    y = col_of_row[torch.cat([fg["label"], bg["label"]]).to(device, non_blocking=True)]
-    logits = model(x)[:, cols]
+def det_step(model, optimizer, freezer, batch: dict, cols, col_of_row, size, mean, amp):
+    """One step on a minibatch of fg + bg windows already on the device (``device_batches``:
+    images, row labels, augmentation); ``cols``, ``col_of_row`` and ``mean`` live there too,
+    and ``amp`` is the step's precision (``device_feed.autocast``). Returns the loss and the
+    fg-vs-bg counts of the model as it was before the step; the host waits for nothing."""
+    x = to_input(batch["image"], size, mean, train=True, augment=batch["augment"])
+    x = x.contiguous(memory_format=device_feed.memory_format(x.device))
+    y = col_of_row[batch["label"]]
+    with amp:
+        logits = model(x)[:, cols].float()
     loss = F.cross_entropy(logits, y)
     optimizer.zero_grad()
     loss.backward()
@@ -72,6 +76,12 @@ def det_step(model, optimizer, freezer, fg: dict, bg: dict, cols, col_of_row, si
     optimizer.step()
     freezer.restore()
     return loss.detach(), fg_bg_counts(logits.detach(), y, len(cols) - 1)
+
+
+def fg_then_bg(minibatches) -> Iterator[dict]:
+    """Each (fg, bg) pair of host minibatches as one batch, fg rows first."""
+    for fg, bg in minibatches:
+        yield {k: torch.cat([fg[k], bg[k]]) for k in ("image", "label")}
 
 
 def _stream(config: dict, cfg: TrainConfig, rank: int, world: int) -> ShardStream:
@@ -92,13 +102,13 @@ def det_loop(config: dict) -> None:
         model.output.weight[bg] = 0
         model.output.bias[bg] = 0
     freezer = configure_trainable(model, parse_layers(cfg.train_layers), config["trained_rows"])
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(device_feed.setup_for_training(model, device))
     optimizer = trainer.make_optimizer(model.parameters(), cfg)
     start, history = trainer.restore(model, optimizer)
     cols = torch.tensor(config["loss_rows"], device=device)
     col_of_row = torch.full((bg + 1,), -1, dtype=torch.long, device=device)
     col_of_row[cols] = torch.arange(len(cols), device=device)
-    size, mean = config["input_size"], config["mean"]
+    size, mean = config["input_size"], device_feed.mean_tensor(config["mean"], device)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     n_fg = worker_batch(cfg.fg_per_batch, world, "fg_per_batch")
@@ -109,14 +119,16 @@ def det_loop(config: dict) -> None:
         per_step, (start,), 8 * per_step, "training window"
     )
     minibatches = split_minibatches(stream, bg, n_fg, n_bg, cap=8 * per_step)
+    batches = device_feed.device_batches(fg_then_bg(minibatches), device, size, train=True)
     t0, last = time.perf_counter(), start
     loss_sum = torch.zeros((), device=device)  # since the last report, as the counts
     counts = torch.zeros(2, dtype=torch.long, device=device)
     before = None
+    amp = device_feed.autocast(device)
     for it in range(start, cfg.iterations):
         trainer.set_lr(optimizer, cfg, it)
         loss, right = det_step(
-            model, optimizer, freezer, *next(minibatches), cols, col_of_row, size, mean, device
+            model, optimizer, freezer, next(batches), cols, col_of_row, size, mean, amp
         )
         loss_sum += loss
         counts += right

@@ -141,3 +141,21 @@ def test_detect_takes_the_device_and_proposal_settings_from_its_config(tmp_path)
     args = p.parse_args([*common, "--images", "x/*.jpg"])  # nothing says how to propose
     with pytest.raises(ValueError, match="proposal settings"):
         detect_job.scoring_from_args(args)
+
+
+def test_scoring_an_image_waits_for_the_device_a_handful_of_times(tmp_path):
+    """On a GPU the host waits for the device only where a size must be known: per NMS pass,
+    which windows pass the threshold (``nonzero``) and NMS itself (inside torchvision, not
+    seen here); whether a second pass is needed; and the one copy of the detections back. At
+    most 5 in all, with the GPU's path (torch warp, the image and boxes copied once)."""
+    from pipeline.model.host_syncs import HostSyncCounter
+
+    urls = _detectors(tmp_path, 1)
+    det = MultiDetector(urls, PostConfig(), scoring=ScoringConfig(warp="torch"))
+    image, boxes = _image_and_boxes(300)
+    det.score(image, boxes)
+    with HostSyncCounter() as syncs:
+        (found,) = det.score(image, boxes).values()
+    passes = syncs.counts["read:nonzero"]
+    assert len(found[1]) > 0 and passes >= 1
+    assert syncs.total + passes <= 5, syncs.counts  # + each pass's NMS

@@ -72,3 +72,31 @@ def test_the_warp_runs_on_the_images_device():
     fill = torch.tensor([1.0, 2.0, 3.0])
     out = warp_windows_torch(image, boxes, 32, context_padding(32), fill)
     assert out.device.type == "meta" and out.shape == (2, 3, 32, 32)
+
+
+def test_the_float32_grid_samples_what_a_float64_grid_did():
+    """The sampling grid is made in float32 from per-axis coordinates: every output pixel
+    equals the one a float64 grid (rounded to float32 for grid_sample) gave."""
+    from torch.nn.functional import grid_sample
+
+    from pipeline.detect.warp_torch import axis_samples
+
+    image, size = _image(), 64
+    boxes = np.concatenate([_boxes(40, 120, 100), [[-30, -20, 150, 130], [5, 5, 5, 5]]])
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float()
+    fill = torch.from_numpy(np.round(MEAN))
+    got = warp_windows_torch(pixels, torch.from_numpy(boxes.astype(np.float32)), size,
+                             context_padding(size), fill)  # fmt: skip
+    b = torch.from_numpy(boxes).double()
+    pad = context_padding(size)
+    x, in_x = axis_samples(b[:, 0], b[:, 2], 120, size, pad)
+    y, in_y = axis_samples(b[:, 1], b[:, 3], 100, size, pad)
+    grid64 = torch.stack(
+        torch.broadcast_tensors((x * (2 / 119) - 1)[:, None, :], (y * (2 / 99) - 1)[:, :, None]),
+        dim=-1,
+    )
+    out = grid_sample(pixels[None].expand(len(b), -1, -1, -1), grid64.float(), mode="bilinear",
+                      padding_mode="border", align_corners=True).round_()  # fmt: skip
+    inside = (in_y[:, :, None] & in_x[:, None, :])[:, None]
+    want = torch.where(inside, out, fill.to(out).view(1, 3, 1, 1))
+    assert torch.equal(got, want)
