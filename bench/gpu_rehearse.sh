@@ -18,5 +18,5 @@ fi
 "$V/bin/pip" install -q -r bench/gpu_image.txt
 if [ "${1:-}" = "--rebuild" ] || [ ! -f .gpu_bundle/world.tar.xz ]; then bash bench/gpu_bundle.sh; fi
 rm -rf /tmp/lsda-rehearse-out
-PY=$V/bin/python OUT=/tmp/lsda-rehearse-out BUDGET=${BUDGET:-1500} LSDA_CHECK_TMP=/tmp/lsda-rh \
+PY=$V/bin/python OUT=/tmp/lsda-rehearse-out BUDGET=${BUDGET:-2400} CAP_SCALE=4 LSDA_CHECK_TMP=/tmp/lsda-rh \
     bash bench/gpu_check.sh --rehearse

@@ -15,6 +15,7 @@ from pipeline.detect.fanout import images_ahead, score_images
 from pipeline.detect.image_list import detect_image_list
 from pipeline.detect.outputs import add_rows, new_rows, write_detections
 from pipeline.detect.scoring import MultiDetector
+from pipeline.io import storage
 from pipeline.workdir import WorkDir
 from schemas.config import ExtractConfig, PostConfig, ScoringConfig, to_dict
 
@@ -62,6 +63,9 @@ def run_detect(
 ) -> dict:
     """Score ``split``'s proposals (or ``images``) with every detector in ``models``;
     ``images`` get ``proposals``' selective search, as training's windows did."""
+    for name, url in models.items():  # here, in one line, not in every scoring actor
+        if not storage.exists(url):
+            raise FileNotFoundError(f"detector {name}: no model at {url}")
     split = split or "images"
     source = lineage.of_images(images) if images else lineage.of_extraction(work, split)
     settings = {
