@@ -167,8 +167,9 @@ stage train-det 120 lsda train-det "${COMMON[@]}" --iterations 1000
 stage detect 90 lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det-all-fcB.pt" \
     --split val2 --actors 1 "${GPUS[@]}"
 stage checkpoints 30 checkpoints
-if ((FIRST_FAILURE)) && [ -d "$T/ray/session_latest/logs" ]; then
-    (cd "$T/ray/session_latest/logs" && find . -type f -size +0 | while read -r f; do
+LOGS=$(ls -d "$T"/ray/ray/session_latest/logs 2>/dev/null)  # RAY_TMPDIR/ray/session_*
+if ((FIRST_FAILURE)) && [ -n "$LOGS" ]; then
+    (cd "$LOGS" && find . -type f -size +0 | while read -r f; do
         mkdir -p "$T/logs/$(dirname "$f")" && tail -c 1000000 "$f" >"$T/logs/$f"
     done)
     tar -C "$T" -czf "$OUT/ray-logs.tgz" logs && ls -l "$OUT/ray-logs.tgz"
