@@ -80,7 +80,7 @@ def classification_categories(
 def count_correct(model, batch: dict, k: int, size: int, mean, amp) -> torch.Tensor:
     """(correct, total) of a batch on the device as an int64 tensor there: no host sync."""
     x = to_input(batch["image"], size, mean, train=False)
-    x = x.contiguous(memory_format=device_feed.memory_format(x.device))
+    x = device_feed.layout(x)
     with amp:
         pred = model(x)[:, :k].argmax(1)
     correct = (pred == batch["label"]).sum()
@@ -91,7 +91,7 @@ def cls_step(model, optimizer, batch: dict, k: int, size: int, mean, amp) -> tor
     """One optimizer step on a batch already on the device (``device_batches``), in ``amp``'s
     precision; the loss stays there (read once per epoch): the host waits for nothing."""
     x = to_input(batch["image"], size, mean, train=True, augment=batch["augment"])
-    x = x.contiguous(memory_format=device_feed.memory_format(x.device))
+    x = device_feed.layout(x)
     with amp:
         logits = model(x)[:, :k].float()
     loss = F.cross_entropy(logits, batch["label"])

@@ -67,11 +67,31 @@ def window_keep(batch: dict, labels: set[str], **_) -> list[int]:
     return [i for i, lb in enumerate(batch["label"]) if str(lb) in labels]
 
 
-def window_arrays(batch: dict, rows: dict[str, int], **_) -> dict:
+def window_arrays(batch: dict, rows: dict[str, int], decode: str = "host", **_) -> dict:
+    """Decoded windows and their rows; with ``decode="device"`` and JPEG windows, the encoded
+    bytes instead (``jpeg_rows``), for the training worker to decode on its GPU in one call."""
+    labels = np.array([rows[str(lb)] for lb in batch["label"]], np.int64)
+    if decode == "device" and all(e == "jpeg" for e in batch["encoding"]):
+        jpeg, lengths = jpeg_rows(batch["pixels"], int(batch["size"][0]))
+        return {"jpeg": jpeg, "jpeg_len": lengths, "label": labels}
     return {
         "image": decode_pixels(batch["pixels"], batch["size"], batch["encoding"]),
-        "label": np.array([rows[str(lb)] for lb in batch["label"]], np.int64),
+        "label": labels,
     }
+
+
+def jpeg_rows(encoded, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG windows of ``size`` px as rows of one uint8 array, zero-padded to a width fixed by
+    the size (the raw pixels' bytes and a margin), so that rows from any batch concatenate."""
+    width = size * size * 3 + 4096
+    out = np.zeros((len(encoded), width), np.uint8)
+    lengths = np.zeros(len(encoded), np.int64)
+    for i, data in enumerate(encoded):
+        if len(data) > width:
+            raise ValueError(f"a {size} px JPEG window of {len(data)} bytes (more than raw)")
+        out[i, : len(data)] = np.frombuffer(data, np.uint8)
+        lengths[i] = len(data)
+    return out, lengths
 
 
 CLS_READER = RowReader(("wnid", "name", "size", "pixels"), cls_keep, cls_arrays)

@@ -65,7 +65,7 @@ def det_step(model, optimizer, freezer, batch: dict, cols, col_of_row, size, mea
     and ``amp`` is the step's precision (``device_feed.autocast``). Returns the loss and the
     fg-vs-bg counts of the model as it was before the step; the host waits for nothing."""
     x = to_input(batch["image"], size, mean, train=True, augment=batch["augment"])
-    x = x.contiguous(memory_format=device_feed.memory_format(x.device))
+    x = device_feed.layout(x)
     y = col_of_row[batch["label"]]
     with amp:
         logits = model(x)[:, cols].float()
@@ -81,12 +81,12 @@ def det_step(model, optimizer, freezer, batch: dict, cols, col_of_row, size, mea
 def fg_then_bg(minibatches) -> Iterator[dict]:
     """Each (fg, bg) pair of host minibatches as one batch, fg rows first."""
     for fg, bg in minibatches:
-        yield {k: torch.cat([fg[k], bg[k]]) for k in ("image", "label")}
+        yield {k: torch.cat([fg[k], bg[k]]) for k in fg}
 
 
-def _stream(config: dict, cfg: TrainConfig, rank: int, world: int) -> ShardStream:
+def _stream(config: dict, cfg: TrainConfig, rank: int, world: int, decode: str) -> ShardStream:
     labels = set(config["fg_labels"]) | {BACKGROUND}
-    kwargs = {"rows": config["rows"], "labels": labels}
+    kwargs = {"rows": config["rows"], "labels": labels, "decode": decode}
     return ShardStream(config["files"], WINDOW_READER, kwargs, cfg.seed, rank, world)
 
 
@@ -115,7 +115,8 @@ def det_loop(config: dict) -> None:
     n_bg = worker_batch(cfg.bg_per_batch, world, "bg_per_batch")
     # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
     per_step = n_fg + n_bg
-    stream = _stream(config, cfg, rank, world).endless(
+    decode = device_feed.window_decode(device)
+    stream = _stream(config, cfg, rank, world, decode).endless(
         per_step, (start,), 8 * per_step, "training window"
     )
     minibatches = split_minibatches(stream, bg, n_fg, n_bg, cap=8 * per_step)

@@ -20,6 +20,7 @@ On a GPU the step runs under bf16 autocast, on a channels-last model with cuDNN'
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -35,14 +36,41 @@ def device_batches(
     with their ``augment`` when ``train``."""
 
     def move(batch: dict) -> dict:
-        out = {k: on_device(batch[k], device) for k in ("image", "label")}
+        out = {"label": on_device(batch["label"], device)}
+        out["image"] = (
+            decode_windows(batch["jpeg"], batch["jpeg_len"], device)
+            if "jpeg" in batch
+            else on_device(batch["image"], device)
+        )
         if train:
-            b, h, w, _ = batch["image"].shape
+            b, h, w, _ = out["image"].shape
             aug = draw_augment(b, h, w, size)
             out["augment"] = Augment(aug.crops, on_device(aug.flip, device))
         return out
 
     return (move(batch) for batch in batches)
+
+
+def window_decode(device: torch.device) -> str:
+    """Where JPEG training windows are decoded: on the GPU (nvJPEG, one call per batch) for a
+    CUDA worker, else by the read tasks with OpenCV. ``LSDA_WINDOW_DECODE=host|device``
+    overrides (``bench/gpu_train.py`` measures both)."""
+    wanted = os.environ.get("LSDA_WINDOW_DECODE", "auto")
+    if wanted not in ("auto", "host", "device"):
+        raise ValueError("LSDA_WINDOW_DECODE must be auto, host or device")
+    if wanted == "auto":
+        return "device" if device.type == "cuda" else "host"
+    return wanted
+
+
+def decode_windows(jpeg: torch.Tensor, lengths: torch.Tensor, device: torch.device):
+    """Padded JPEG rows (``data.jpeg_rows``) -> uint8 (N, H, W, 3) RGB windows on ``device``,
+    decoded there in one batched call (on the CPU, by libjpeg-turbo as OpenCV's is)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    datas = [jpeg[i, :n] for i, n in enumerate(lengths.tolist())]
+    images = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+    return torch.stack(images).permute(0, 2, 3, 1)
 
 
 def setup_for_training(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -54,8 +82,11 @@ def setup_for_training(model: torch.nn.Module, device: torch.device) -> torch.nn
     return model.to(memory_format=torch.channels_last)
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+def layout(x: torch.Tensor) -> torch.Tensor:
+    """A step's input as its model wants it: channels-last on a GPU; on the CPU as ``to_input``
+    made it (whatever its strides: making it contiguous changes the CPU's convolution, and with
+    it a CPU run's numbers)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
 
 def autocast(device: torch.device, bf16: bool | None = None):

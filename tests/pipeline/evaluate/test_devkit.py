@@ -1,12 +1,16 @@
 import numpy as np
 import pytest
 
+from bench.evaluate import per_detection_fp_shares, per_detection_fp_type
 from pipeline.evaluate.devkit import (
+    ERROR_DEPTHS,
     average_precision,
     evaluate_detections,
     false_positive_types,
+    fp_types,
     iou_thresholds,
     match,
+    top_false_positives,
 )
 
 BIG = np.array([[0, 0, 99, 99]], float)
@@ -146,3 +150,41 @@ def test_false_positive_types():
     assert results["dog"].tp.tolist() == [True, False, False, False, False]
     kinds = false_positive_types(results, gt, ["dog"], lambda w: {"cat"} if w == "dog" else set())
     assert kinds["25"] == {"loc": 0.25, "sim": 0.25, "oth": 0.25, "bg": 0.25}
+
+
+def _random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    wnids = [f"c{i}" for i in range(6)]
+    gt, dets = {}, {w: {} for w in wnids}
+    for k in range(40):
+        image = f"i{k}"
+        gt[image] = {}
+        for w in rng.choice(wnids, rng.integers(0, 4), replace=False):
+            xy = rng.integers(0, 200, (rng.integers(0, 3), 2))
+            gt[image][w] = np.concatenate([xy, xy + rng.integers(10, 80, xy.shape)], 1).astype(
+                float
+            )
+        for w in rng.choice(wnids, 3, replace=False):
+            n = int(rng.integers(1, 60))
+            xy = rng.integers(0, 220, (n, 2))
+            boxes = np.concatenate([xy, xy + rng.integers(5, 90, (n, 2))], 1).astype(float)
+            dets[w][image] = (boxes, rng.integers(0, 5, n) / 4)  # few scores: many ties
+    groups = {w: {v for v in wnids if v != w and int(v[1]) % 2 == int(w[1]) % 2} for w in wnids}
+    return dets, gt, wnids, lambda w: groups[w]
+
+
+def test_false_positive_typing_equals_the_per_detection_reference_with_ties():
+    """Top-N only and one IoU matrix per image: the same shares at every depth as typing every
+    false positive one by one (the obvious way, ``bench/evaluate.py``'s), and the same type
+    for each of them (random cases, with ties)."""
+    for seed in range(4):
+        dets, gt, wnids, similar = _random_case(seed)
+        results = evaluate_detections(dets, gt, wnids)
+        assert false_positive_types(results, gt, wnids, similar) == per_detection_fp_shares(
+            results, gt, wnids, similar
+        )
+        wnid, image, box = top_false_positives(results, wnids, 10**9)
+        fps = zip(wnid, image, box, strict=True)
+        want = [per_detection_fp_type(w, i, b, gt, similar) for w, i, b in fps]
+        assert fp_types(wnid, image, box, gt, similar) == want
+        assert len(want) > max(ERROR_DEPTHS) or seed == 0  # the cut at the deepest depth runs

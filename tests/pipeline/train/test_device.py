@@ -146,3 +146,33 @@ def test_fg_bg_counts_call_background_against_any_foreground():
     y = torch.tensor([1, 1, 2, 2])  # column 2 is background
     # right: fg called fg (a wrong class still counts), fg called fg, bg called bg; wrong: bg
     assert fg_bg_counts(logits, y, bg_col=2).tolist() == [3, 4]
+
+
+def test_windows_decoded_on_the_device_equal_those_decoded_by_the_read_tasks():
+    """JPEG windows shipped encoded (``decode="device"``, a GPU worker's default) and decoded
+    by the feed in one call give the pixels OpenCV gives in the read tasks, and rows from
+    batches of any size still concatenate in the row pools."""
+    import cv2
+    import numpy as np
+
+    from pipeline.train.data import window_arrays
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
+    windows = [cv2.resize(np.roll(coarse, i, 0), (32, 32)) for i in range(5)]
+    batch = {
+        "label": ["n1", "__background__", "n1", "n2", "__background__"],
+        "size": [32] * 5,
+        "encoding": ["jpeg"] * 5,
+        "pixels": [cv2.imencode(".jpg", w, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+                   for w in windows],
+    }  # fmt: skip
+    rows = {"n1": 0, "n2": 1, "__background__": 2}
+    host = window_arrays(batch, rows, decode="host")
+    shipped = window_arrays(batch, rows, decode="device")
+    assert "image" not in shipped and shipped["jpeg"].shape[1] == 32 * 32 * 3 + 4096
+    parts = [{k: torch.from_numpy(v[a:b]) for k, v in shipped.items()} for a, b in ((0, 2), (2, 5))]
+    joined = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    (moved,) = device_batches([joined], torch.device("cpu"), 32, train=False)
+    assert torch.equal(moved["image"], torch.from_numpy(host["image"]))
+    assert moved["label"].tolist() == [0, 2, 0, 1, 2]
