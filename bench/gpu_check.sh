@@ -164,7 +164,7 @@ stage gpu-train 90 gpu_train "${GPU_TRAIN[@]}"
 stage ray 60 ray_smoke
 stage train-cls 90 lsda train-cls "${COMMON[@]}" --epochs 8
 stage train-det 120 lsda train-det "${COMMON[@]}" --iterations 1000
-stage detect 90 lsda detect --data "$DATA" --work "$WORK" --model "$WORK/models/det-all-fcB.pt" \
+stage detect 90 lsda detect --data "$DATA" --work "$WORK" --model det-all-fcB \
     --split val2 --actors 1 "${GPUS[@]}"
 stage checkpoints 30 checkpoints
 LOGS=$(ls -d "$T"/ray/ray/session_latest/logs 2>/dev/null)  # RAY_TMPDIR/ray/session_*

@@ -68,10 +68,10 @@ def window_keep(batch: dict, labels: set[str], **_) -> list[int]:
 
 
 def window_arrays(batch: dict, rows: dict[str, int], decode: str = "host", **_) -> dict:
-    """Decoded windows and their rows; with ``decode="device"`` and JPEG windows, the encoded
-    bytes instead (``jpeg_rows``), for the training worker to decode on its GPU in one call."""
+    """Decoded windows and their rows; with ``decode="device"`` (JPEG windows only), the
+    encoded bytes instead (``jpeg_rows``), for the training worker to decode on its GPU."""
     labels = np.array([rows[str(lb)] for lb in batch["label"]], np.int64)
-    if decode == "device" and all(e == "jpeg" for e in batch["encoding"]):
+    if decode == "device":
         jpeg, lengths = jpeg_rows(batch["pixels"], int(batch["size"][0]))
         return {"jpeg": jpeg, "jpeg_len": lengths, "label": labels}
     return {

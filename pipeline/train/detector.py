@@ -115,7 +115,7 @@ def det_loop(config: dict) -> None:
     n_bg = worker_batch(cfg.bg_per_batch, world, "bg_per_batch")
     # a resumed run continues with passes it has not seen (key: the iteration it resumed at)
     per_step = n_fg + n_bg
-    decode = device_feed.window_decode(device)
+    decode = device_feed.window_decode(device) if config["jpeg_windows"] else "host"
     stream = _stream(config, cfg, rank, world, decode).endless(
         per_step, (start,), 8 * per_step, "training window"
     )
@@ -177,6 +177,16 @@ def _check_labelling(work: str, wanted, cfg: TrainConfig, sets: CategorySplit) -
                 f"{_describe(wanted)}; "
                 "extract the training splits again with the same set_b"
             )
+
+
+def _all_jpeg(work: str, cfg: TrainConfig) -> bool:
+    """Whether every training split stored its windows as JPEG: only then may a GPU worker
+    take them encoded and decode them itself (the row pools hold one kind of row)."""
+    encodings = {
+        (extraction_params(work, s, cfg.oracle) or {}).get("config", {}).get("window_encoding")
+        for s in TRAINING_SPLITS
+    }
+    return encodings == {"jpeg"}
 
 
 def _describe(boxes_of) -> str:
@@ -263,6 +273,7 @@ def run_train_det(
         "loss_rows": categories.rows(trained) + [bg],
         "input_size": size,
         "mean": tuple(payload["pixel_mean"]),
+        "jpeg_windows": _all_jpeg(work, cfg),
     }
     t0 = time.time()
     state, metrics = trainer.fit(det_loop, config, cfg, work, run)
