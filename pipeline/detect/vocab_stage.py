@@ -24,6 +24,7 @@ from pipeline.detect.scoring import WindowFeeder
 from pipeline.detect.vocab import VocabScorer
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, load_payload
+from pipeline.model.host_syncs import on_device
 from pipeline.model.nets import CategoryMap
 from pipeline.workdir import WorkDir
 from schemas.config import ExtractConfig, ScoringConfig, VocabPostConfig, to_dict
@@ -70,10 +71,11 @@ class VocabActor:
         rows = new_rows()
         for image_id, image, boxes in images_ahead(batch, self.mean, self.proposals):
             feats = self.features(image, boxes)
-            found = self.scorer.detect(feats, torch.from_numpy(boxes).to(self.device))
-            b, s, c = (t.cpu() for t in found)
-            wnids = [self.columns[j] for j in c.tolist()]
-            add_rows(rows, self.name, image_id, b.numpy(), s.numpy(), wnids, self.ids)
+            b, s, c = self.scorer.detect(feats, on_device(torch.from_numpy(boxes), self.device))
+            found = torch.cat([b.float(), s[:, None].float(), c[:, None].float()], 1)
+            found = found.cpu().numpy()  # one copy back (class ids < 2**24: exact in float32)
+            wnids = [self.columns[int(j)] for j in found[:, 5]]
+            add_rows(rows, self.name, image_id, found[:, :4], found[:, 4], wnids, self.ids)
         return rows
 
     def features(self, image, boxes) -> torch.Tensor:
