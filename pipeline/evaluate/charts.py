@@ -74,15 +74,24 @@ def curves_chart(work: str, url: str) -> None:
     per epoch, each fine-tune's loss per reporting interval (did training converge?)."""
     from pipeline.model.checkpoints import load_payload
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
+    fig.subplots_adjust(wspace=0.5)  # room for the accuracy axis between the two
     wd = WorkDir(work)
     cls = load_payload(wd.classifier()).get("history", [])
     epochs = [h["epoch"] for h in cls]
-    left.plot(epochs, [h["holdout_accuracy"] for h in cls], "o-", label="held-out accuracy")
-    left.plot(epochs, [h["loss"] for h in cls], "s--", label="training loss")
+    # accuracy (0-1) on its own axis: on the loss's (0-7) it read as a flat line
+    acc_axis = left.twinx()
+    acc = acc_axis.plot(epochs, [h["holdout_accuracy"] for h in cls], "o-", color="C0",
+                        label="held-out accuracy")  # fmt: skip
+    loss = left.plot(epochs, [h["loss"] for h in cls], "s--", color="C1", label="training loss")
+    acc_axis.set_ylim(0, 1)
+    acc_axis.set_ylabel("held-out accuracy")
+    left.set_ylabel("training loss")
     left.set_xlabel("epoch")
     left.set_title("classifier (train-cls)")
-    left.legend(fontsize=8)
+    left.legend(
+        acc + loss, [line.get_label() for line in acc + loss], fontsize=8, loc="center right"
+    )
     for row, name in FINETUNES.items():
         url_model = wd.finetuned(name)
         if storage.exists(url_model):
