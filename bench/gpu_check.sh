@@ -13,8 +13,8 @@
 # the CPU and the GPU). A failed stage is recorded and the next one runs; the exit code is the
 # first failure's.
 # Under $OUT (at most 8 files): summary.txt (a line per stage), check.log (everything, also on
-# the console), smi.csv (nvidia-smi every second), ray-logs.tgz (on a failure; each log's last
-# MB), gpu-detect.txt, gpu-train.txt.
+# the console), smi.csv (nvidia-smi every second), ray-logs.tgz (on a failure: every stage's
+# Ray session, each log's last 200 KB), gpu-detect.txt, gpu-train.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REHEARSE=0
@@ -167,10 +167,9 @@ stage train-det 120 lsda train-det "${COMMON[@]}" --iterations 1000
 stage detect 90 lsda detect --data "$DATA" --work "$WORK" --model det-all-fcB \
     --split val2 --actors 1 "${GPUS[@]}"
 stage checkpoints 30 checkpoints
-LOGS=$(ls -d "$T"/ray/ray/session_latest/logs 2>/dev/null)  # RAY_TMPDIR/ray/session_*
-if ((FIRST_FAILURE)) && [ -n "$LOGS" ]; then
-    (cd "$LOGS" && find . -type f -size +0 | while read -r f; do
-        mkdir -p "$T/logs/$(dirname "$f")" && tail -c 1000000 "$f" >"$T/logs/$f"
+if ((FIRST_FAILURE)) && [ -d "$T/ray/ray" ]; then  # every stage's Ray session, last 200 KB
+    (cd "$T/ray/ray" && find session_2*/logs -type f -size +0 2>/dev/null | while read -r f; do
+        mkdir -p "$T/logs/$(dirname "$f")" && tail -c 200000 "$f" >"$T/logs/$f"
     done)
     tar -C "$T" -czf "$OUT/ray-logs.tgz" logs && ls -l "$OUT/ray-logs.tgz"
 fi
