@@ -67,7 +67,9 @@ def test_val1_windows_and_proposals(tiny_world, tmp_path, ray_local):
     # a window re-warped from its stored box matches the stored pixels exactly
     w = next(w for w in windows if w["source"] == "proposal" and w["label"] != BACKGROUND)
     url = next(r["image_url"] for r in props.to_pylist() if r["image_id"] == w["image_id"])
-    image, _ = decode_rgb(storage.read_bytes(url), 10**8, 1, CFG.pixel_mean)
+    assert not url.startswith("/")  # stored relative to the dataset's root
+    image, _ = decode_rgb(storage.read_bytes(storage.resolve(tiny_world, url)), 10**8, 1,
+                          CFG.pixel_mean)  # fmt: skip
     again = warp_windows(image, np.array([w["box"]]), 32, context_padding(32), CFG.pixel_mean)
     assert again[0].tobytes() == w["pixels"]
 
