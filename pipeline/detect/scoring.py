@@ -158,10 +158,12 @@ class MultiDetector:
     def postprocess(
         self, logits_by_name: dict[str, torch.Tensor], boxes: torch.Tensor | np.ndarray
     ) -> dict[str, tuple]:
-        """On the scoring device; only the kept detections come back to the host."""
+        """On the scoring device (``boxes`` there already, as ``score`` passes them, or on the
+        host); only the kept detections come back to the host."""
         if not isinstance(boxes, torch.Tensor):
-            boxes = torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4))
-        boxes = on_device(boxes, self.device)
+            boxes = on_device(
+                torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4)), self.device
+            )
         result = {}
         for name, logits in logits_by_name.items():
             scores = background_scores(logits, self.categories.background_row)[:, self.score_rows]

@@ -1,4 +1,5 @@
-"""Counting the places where a GPU run would make the host wait for the device, on any device.
+"""Counting the places where a GPU run would make the host wait for the device, on any device;
+and the two helpers our code moves host data with (``from_host``, ``on_device``).
 
 A training step or the scoring of an image runs at the GPU's speed only if the host can queue
 its kernels ahead: every read-back (``item``, ``tolist``, ``cpu``, ``nonzero``, a boolean mask
@@ -80,8 +81,9 @@ def from_host(a: np.ndarray) -> torch.Tensor:
 
 
 def on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` (host memory) on ``device``, without the host waiting: pinned first on a GPU."""
-    if device.type == "cuda":
+    """``t`` on ``device`` without the host waiting: host memory is pinned first for a GPU
+    (only host memory can be; a tensor already on a device is moved, or kept, as it is)."""
+    if device.type == "cuda" and t.device.type == "cpu":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
 
