@@ -35,14 +35,10 @@ from bench.warp import scene  # noqa: E402
 from pipeline.io.ray_env import ensure_ray  # noqa: E402
 from pipeline.model.layers import configure_trainable, parse_layers  # noqa: E402
 from pipeline.model.nets import CategoryMap, get_model  # noqa: E402
+from pipeline.model.preprocess import mean_tensor  # noqa: E402
 from pipeline.train.data import WINDOW_READER  # noqa: E402
 from pipeline.train.detector import det_step, fg_then_bg  # noqa: E402
-from pipeline.train.device_feed import (  # noqa: E402
-    autocast,
-    device_batches,
-    mean_tensor,
-    setup_for_training,
-)
+from pipeline.train.device_feed import autocast, device_batches, setup_for_training  # noqa: E402
 from pipeline.train.stream import ShardStream, configure_worker_data, split_minibatches  # noqa: E402
 from schemas.arrow import BACKGROUND, WINDOW_SCHEMA  # noqa: E402
 

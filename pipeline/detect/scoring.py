@@ -21,7 +21,7 @@ from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.model.checkpoints import load_model
 from pipeline.model.host_syncs import from_host, on_device
 from pipeline.model.nets import CategoryMap, LSDANet
-from pipeline.model.preprocess import normalise
+from pipeline.model.preprocess import mean_tensor, normalise
 from schemas.config import PostConfig, ScoringConfig
 
 CPU_BATCH, GPU_BATCH = 512, 2048  # windows per forward pass
@@ -44,7 +44,7 @@ class WindowFeeder:
         device = device or scoring_device(cfg)
         self.size, self.device = size, device
         self.mean = np.asarray(mean, np.float32)
-        self.mean_t = torch.from_numpy(self.mean).view(1, 3, 1, 1).to(device)
+        self.mean_t = mean_tensor(self.mean, device)
         self.fill = torch.from_numpy(np.round(self.mean)).to(device)  # cv2 path's uint8 fill
         on_gpu = device.type == "cuda"
         self.batch = cfg.windows_per_batch or (GPU_BATCH if on_gpu else CPU_BATCH)

@@ -67,9 +67,15 @@ def to_input(
     return normalise(x, mean)
 
 
+def mean_tensor(mean, device: torch.device) -> torch.Tensor:
+    """The pixel mean as the (1, 3, 1, 1) tensor ``normalise`` takes, made on ``device`` once
+    (per fit, per scoring actor) instead of at every call."""
+    return torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+
+
 def normalise(pixels: torch.Tensor, mean) -> torch.Tensor:
     """float (B, 3, H, W) pixel values -> the network's input, on ``pixels``' device;
     ``mean`` a sequence, or a (1, 3, 1, 1) tensor already there."""
     if not isinstance(mean, torch.Tensor):
-        mean = torch.as_tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        mean = mean_tensor(mean, pixels.device)
     return (pixels - mean) / PIXEL_SCALE

@@ -23,7 +23,7 @@ from pipeline.data.category_sets import held_back
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_state_dict, save_model
 from pipeline.model.nets import CategoryMap, get_model, load_imagenet_weights
-from pipeline.model.preprocess import to_input
+from pipeline.model.preprocess import mean_tensor, to_input
 from pipeline.train import device_feed, trainer
 from pipeline.train.data import CLS_READER, held_out, worker_batch
 from pipeline.train.stream import ShardStream
@@ -116,7 +116,7 @@ def cls_loop(config: dict) -> None:
     cfg: TrainConfig = config["cfg"]
     k, size = config["num_categories"], config["input_size"]
     device = trainer.worker_setup(cfg)
-    mean, amp = device_feed.mean_tensor(config["mean"], device), device_feed.autocast(device)
+    mean, amp = mean_tensor(config["mean"], device), device_feed.autocast(device)
     model = get_model(cfg.model, k)
     if cfg.init_weights:
         load_imagenet_weights(model, load_state_dict(cfg.init_weights))

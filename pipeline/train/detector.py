@@ -27,7 +27,7 @@ from pipeline.extract.stage import TRAINING_SPLITS, extraction_params
 from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.layers import configure_trainable, parse_layers
-from pipeline.model.preprocess import to_input
+from pipeline.model.preprocess import mean_tensor, to_input
 from pipeline.train import device_feed, trainer
 from pipeline.train.classifier import shard_params
 from pipeline.train.data import WINDOW_READER, worker_batch
@@ -108,7 +108,7 @@ def det_loop(config: dict) -> None:
     cols = torch.tensor(config["loss_rows"], device=device)
     col_of_row = torch.full((bg + 1,), -1, dtype=torch.long, device=device)
     col_of_row[cols] = torch.arange(len(cols), device=device)
-    size, mean = config["input_size"], device_feed.mean_tensor(config["mean"], device)
+    size, mean = config["input_size"], mean_tensor(config["mean"], device)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     n_fg = worker_batch(cfg.fg_per_batch, world, "fg_per_batch")

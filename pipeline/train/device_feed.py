@@ -96,8 +96,3 @@ def autocast(device: torch.device, bf16: bool | None = None):
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def mean_tensor(mean, device: torch.device) -> torch.Tensor:
-    """The pixel mean as a (1, 3, 1, 1) tensor on ``device``, made once per fit."""
-    return torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(device)

@@ -16,9 +16,10 @@ import torch
 from pipeline.model.host_syncs import HostSyncCounter
 from pipeline.model.layers import configure_trainable, parse_layers
 from pipeline.model.nets import get_model
+from pipeline.model.preprocess import mean_tensor
 from pipeline.train.classifier import cls_step, count_correct
 from pipeline.train.detector import det_step, fg_bg_counts, fg_then_bg
-from pipeline.train.device_feed import autocast, device_batches, mean_tensor
+from pipeline.train.device_feed import autocast, device_batches
 from pipeline.train.trainer import all_reduce_sum
 
 META = torch.device("meta")
