@@ -191,9 +191,11 @@ class ScoringConfig:
             raise ValueError("windows_per_batch must be >= 0")
 
     @property
-    def bf16(self) -> bool:
+    def resolved_precision(self) -> str:
         """The precision scoring runs in (``auto`` resolved), as the detections record it."""
-        return self.precision == "bf16" or (self.precision == "auto" and self.gpus)
+        if self.precision == "auto":
+            return "bf16" if self.gpus else "fp32"
+        return self.precision
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class WindowFeeder:
         on_gpu = device.type == "cuda"
         self.batch = cfg.windows_per_batch or (GPU_BATCH if on_gpu else CPU_BATCH)
         self.warp = cfg.warp if cfg.warp != "auto" else ("torch" if on_gpu else "cv2")
-        self.bf16 = cfg.bf16
+        self.bf16 = cfg.resolved_precision == "bf16"
         self.channels_last = on_gpu  # cuDNN's fast convolutions want NHWC
         if on_gpu:
             torch.backends.cudnn.benchmark = True  # fixed window size: tune the kernels once

@@ -71,7 +71,7 @@ def run_detect(
     settings = {
         "post": to_dict(post),
         "all_categories": all_categories,
-        "precision": "bf16" if scoring.bf16 else "fp32",
+        "precision": scoring.resolved_precision,
     }
     inputs = {n: {"model": lineage.of(u), "split": source, **settings} for n, u in models.items()}
     wd = WorkDir(work)

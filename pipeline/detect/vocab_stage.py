@@ -108,7 +108,7 @@ def run_score_vocab(
         "split": source,
         "post": to_dict(post),
         "hierarchy": hierarchy,
-        "precision": "bf16" if scoring.bf16 else "fp32",
+        "precision": scoring.resolved_precision,
     }
     out = WorkDir(work).detections(name, split)
     if not overwrite and lineage.is_current(out, inputs, f"score-vocab {name}"):
