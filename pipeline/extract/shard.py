@@ -140,12 +140,12 @@ def process_det_image(
     with_windows: bool,
     out: ShardOutput,
     known: dict[str, np.ndarray] | None = None,
-    data: str = "",
+    data_root: str = "",
 ):
     """Proposals (and windows) of one detection image; returns (proposals, windows, note).
     Proposals found in ``known`` (box-independent: another labelling of the same images) are
-    reused, not searched again. The image's path is stored relative to ``data``, the dataset's
-    root, so that detection finds it wherever the dataset is later."""
+    reused, not searched again. The image's path is stored relative to ``data_root``, the
+    dataset's root, so that detection finds it wherever the dataset is later."""
     if item.get("pending"):
         raise PendingInput(item["pending"])
     image, note = _decode(storage.read_bytes(item["image_url"]), cfg, cfg.min_box)
@@ -163,9 +163,7 @@ def process_det_image(
     out.proposals.append(
         {
             "image_id": item["image_id"],
-            "image_url": storage.relative_to(data, item["image_url"])
-            if data
-            else item["image_url"],
+            "image_url": storage.relative_to(data_root, item["image_url"]),
             "width": w,
             "height": h,
             "boxes": props.reshape(-1).tolist(),
@@ -232,14 +230,14 @@ def process_shard(
     params: dict | None = None,
     attempt: int = 0,
     proposals_from: str | None = None,
-    data: str = "",
+    data_root: str = "",
 ) -> list[dict]:
     """Process and write one shard (``attempt`` > 0: a retry of some of its images); return
     the manifest rows of ``items``, one per image.
 
     ``params`` (the run's settings) go into every Parquet file's metadata; ``proposals_from``
-    is an extraction of the same images whose proposals are reused; ``data`` is the dataset's
-    root, that stored image paths are relative to."""
+    is an extraction of the same images whose proposals are reused; ``data_root`` is the
+    dataset's root, that stored image paths are relative to."""
     cv2.setNumThreads(1)  # one task per core: OpenCV's own threads only contend
     held_for_a_test(shard)
     out = ShardOutput()
@@ -265,7 +263,7 @@ def process_shard(
                 data = fetched[item["image_id"]]
                 n_props, n_win, note = process_cls_image(item, cfg, out, data)
             else:
-                n_props, n_win, note = process_det_image(item, cfg, windows, out, known, data)
+                n_props, n_win, note = process_det_image(item, cfg, windows, out, known, data_root)
             row.update(proposals=n_props, windows=n_win, note=note)
         except Exception as exc:
             reason = quarantine_reason(exc)

@@ -120,9 +120,10 @@ def to_url(root_url: str, path: str) -> str:
 
 def relative_to(root: str, url: str) -> str:
     """``url`` as a path under ``root``, for storing: a dataset moved (or mounted elsewhere on
-    another machine) keeps its extractions. A URL outside ``root`` stays as it is."""
+    another machine) keeps its extractions. A URL outside ``root`` (or with no root) stays as
+    it is."""
     base = root.rstrip("/") + "/"
-    return url[len(base) :] if url.startswith(base) else url
+    return url[len(base) :] if root and url.startswith(base) else url
 
 
 def resolve(root: str, url: str) -> str:
