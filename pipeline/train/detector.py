@@ -164,11 +164,18 @@ def det_loop(config: dict) -> None:
     stream.close()
 
 
-def _check_labelling(work: str, wanted, cfg: TrainConfig, sets: CategorySplit) -> None:
+def _training_params(work: str, cfg: TrainConfig) -> dict[str, dict]:
+    """Each training split's extraction ``params.json`` (the oracle's for ``cfg.oracle``)."""
+    return {s: extraction_params(work, s, cfg.oracle) or {} for s in TRAINING_SPLITS}
+
+
+def _check_labelling(
+    work: str, params: dict[str, dict], wanted, cfg: TrainConfig, sets: CategorySplit
+) -> None:
     """The windows must be labelled with the boxes this training may see: set B's, or every
     box for the oracle (set at extraction, where annotations enter; ``params.json``)."""
-    for split in TRAINING_SPLITS:
-        got = (extraction_params(work, split, cfg.oracle) or {}).get("boxes_of")
+    for split, p in params.items():
+        got = p.get("boxes_of")
         if got != wanted:
             where = WorkDir(work).extract(split, cfg.oracle)
             raise ValueError(
@@ -179,13 +186,10 @@ def _check_labelling(work: str, wanted, cfg: TrainConfig, sets: CategorySplit) -
             )
 
 
-def _all_jpeg(work: str, cfg: TrainConfig) -> bool:
+def _all_jpeg(params: dict[str, dict]) -> bool:
     """Whether every training split stored its windows as JPEG: only then may a GPU worker
     take them encoded and decode them itself (the row pools hold one kind of row)."""
-    encodings = {
-        (extraction_params(work, s, cfg.oracle) or {}).get("config", {}).get("window_encoding")
-        for s in TRAINING_SPLITS
-    }
+    encodings = {p.get("config", {}).get("window_encoding") for p in params.values()}
     return encodings == {"jpeg"}
 
 
@@ -254,7 +258,8 @@ def run_train_det(
     urls = _window_shards(wd, cfg, payload)
     roles = category_roles(data, sets)
     b = roles.set_b
-    _check_labelling(work, "all" if cfg.oracle else b, cfg, sets)
+    params = _training_params(work, cfg)
+    _check_labelling(work, params, "all" if cfg.oracle else b, cfg, sets)
     trained = _trained_categories(urls, cfg, roles, categories, cls_url)
     layers = parse_layers(cfg.train_layers)
     bg = categories.background_row
@@ -273,7 +278,7 @@ def run_train_det(
         "loss_rows": categories.rows(trained) + [bg],
         "input_size": size,
         "mean": tuple(payload["pixel_mean"]),
-        "jpeg_windows": _all_jpeg(work, cfg),
+        "jpeg_windows": _all_jpeg(params),
     }
     t0 = time.time()
     state, metrics = trainer.fit(det_loop, config, cfg, work, run)
