@@ -134,17 +134,17 @@ class MultiDetector:
         self.score_rows = torch.tensor(self.categories.rows(wanted), device=self.device)
         self.score_wnids = wanted
 
+    def batch_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """name -> float32 logits of one batch of network inputs: each trunk runs once."""
+        feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
+        return {name: head(feats[key]).float() for name, (key, head) in self.heads.items()}
+
     @torch.no_grad()
     def logits(
         self, image: np.ndarray, boxes: np.ndarray, boxes_t: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """name -> (windows, K + 1) float32 logits, on the scoring device."""
-
-        def heads(x: torch.Tensor) -> dict[str, torch.Tensor]:  # each trunk once per batch
-            feats = {key: trunk.fc7_features(x) for key, trunk in self.trunks.items()}
-            return {name: head(feats[key]).float() for name, (key, head) in self.heads.items()}
-
-        per_batch = self.feeder.map(image, boxes, heads, boxes_t)
+        per_batch = self.feeder.map(image, boxes, self.batch_logits, boxes_t)
         empty = torch.zeros(0, self.categories.num_categories + 1, device=self.device)
         return {n: torch.cat([b[n] for b in per_batch]) if per_batch else empty for n in self.heads}
 
