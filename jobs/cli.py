@@ -19,6 +19,7 @@ STAGES = {
     "detect": "jobs.detect",
     "evaluate": "jobs.evaluate",
     "score-vocab": "jobs.score_vocab",
+    "export": "jobs.export",
     "add-categories": "jobs.add_categories",
     "run": "jobs.run",
     "submit": "jobs.submit",

@@ -155,6 +155,8 @@ def apply_common(args: argparse.Namespace) -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = ()) -> None:
     """One ``--field-name`` option per dataclass field; unset options keep the YAML/default."""
+    from schemas.config import AUTO_COUNTS, count_or_auto
+
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -162,7 +164,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         if isinstance(f.default, bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction)
         elif isinstance(f.default, int | float | str):
-            parser.add_argument(flag, dest=f.name, type=type(f.default), metavar=f.name.upper())
+            kind = count_or_auto if f.name in AUTO_COUNTS else type(f.default)
+            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.name.upper())
 
 
 def add_config(

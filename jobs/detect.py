@@ -12,6 +12,7 @@ from jobs.common import (
     model_arg,
     scoring_from_args,
 )
+from pipeline.detect.onnx_engine import ENGINES
 from pipeline.detect.stage import run_detect
 
 DESCRIPTION = "detect: score proposals with detectors (Ray Data actors), NMS, write detections"
@@ -33,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--draw", type=int, default=0, help="draw detections on N images")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="onnxruntime: score each model's ONNX export (lsda export), on the CPU",
+    )
     add_scoring_arguments(p, "detect")
 
 
@@ -40,7 +47,7 @@ def _models(specs: list[str], work: str) -> dict[str, str]:
     out = {}
     for spec in specs:
         name, _, url = spec.partition("=")
-        out[name.removesuffix(".pt")] = url or model_arg(spec, work)
+        out[name.removesuffix(".pt")] = model_arg(url or spec, work)
     return out
 
 
@@ -61,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         proposals,
         overwrite=args.overwrite,
         scoring=scoring,
+        engine=args.engine,
     )
     print(json.dumps(summary))
     return 0

@@ -80,6 +80,14 @@ def toyworld_config(size: str = "demo", **overrides: Any) -> ToyWorldConfig:
     return ToyWorldConfig(**values)
 
 
+AUTO_COUNTS = ("epochs", "iterations")  # fields that also take "auto"
+
+
+def count_or_auto(text: str) -> int | str:
+    """A command-line value of an ``AUTO_COUNTS`` field."""
+    return text if text == "auto" else int(text)
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -147,12 +155,20 @@ class TrainConfig:
     lr_step: int = 20_000  # iterations between lr / 10
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    epochs: int = 8  # train-cls
+    # train-cls: epochs, or "auto": until the held-out accuracy stops rising (at most
+    # max_epochs; pipeline/train/stopping.py)
+    epochs: int | str = 8
+    max_epochs: int = 60
     # Minibatch sizes are per optimizer step, all workers together (the paper's 128 = 32 fg +
     # 96 bg): each of N workers takes 1/N of them, so steps per epoch do not depend on N.
     batch_size: int = 128  # train-cls
     holdout_every: int = 10  # 1 image in N (by hash of its name) is held out for accuracy
-    iterations: int = 20_000  # train-det
+    # train-det: iterations, or "auto": until the training loss (mean per checkpoint_every)
+    # stops falling (at most max_iterations)
+    iterations: int | str = 20_000
+    max_iterations: int = 20_000
+    patience: int = 3  # auto: reports in a row without min_improvement end the fit
+    min_improvement: float = 0.01  # relative, of the best report before them
     fg_per_batch: int = 32
     bg_per_batch: int = 96
     train_layers: str = "all+fcB"  # see pipeline/model/layers.py: bg, fc6, fc7, fcB, conv, all
@@ -167,6 +183,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError("optimizer must be sgd or adam")
+        for name in AUTO_COUNTS:
+            value = getattr(self, name)
+            if value != "auto" and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer or auto, not {value!r}")
+        if self.patience < 1:
+            raise ValueError("patience must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -235,6 +257,9 @@ class PostConfig:
     max_per_class: int = 10  # detections kept per class and image
     max_per_image: int = 0  # 0: no limit
     score_threshold: float = float("-inf")
+    # detections.json, for people and their tools: each image's best N (COCO's 100; 0: all).
+    # detections.parquet keeps every detection, and evaluation reads it.
+    coco_per_image: int = 100
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from pipeline import lineage
 from pipeline.detect.fanout import actor_count
-from pipeline.detect.outputs import ROWS_SCHEMA, write_from_parts
+from pipeline.detect.outputs import COCO_PER_IMAGE, ROWS_SCHEMA, write_from_parts
 from pipeline.failures import RETRYABLE, StageFailed, held_for_a_test, quarantine_reason
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
@@ -193,6 +193,7 @@ def detect_image_list(
     gpus: bool,
     draw: int,
     key: dict,
+    coco_per_image: int = COCO_PER_IMAGE,
 ) -> dict[str, dict]:
     """Score ``images`` (shards resumed under the run's folder, ``key`` naming the run) and
     write each model's ``images`` outputs; a summary per model."""
@@ -201,6 +202,9 @@ def detect_image_list(
     parts = storage.find(storage.join(run_dir, "rows"), (".parquet",))
     urls = {storage.stem(u): u for u in images}
     return {
-        name: {"detections": write_from_parts(work, name, "images", parts, urls, draw), **totals}
+        name: {
+            "detections": write_from_parts(work, name, "images", parts, urls, draw, coco_per_image),
+            **totals,
+        }
         for name in names
     }

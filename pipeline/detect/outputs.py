@@ -1,7 +1,8 @@
 """What ``detect`` and ``score-vocab`` write per model under ``WORK/detect/<model>/<split>/``:
 ``detections.parquet`` (image_id, wnid, category_id, score, x1, y1, x2, y2; 0-based inclusive
-pixels), ``detections.json`` (COCO-style results: image_id, category_id, bbox [x, y, w, h],
-score), ``_SUCCESS``, and with ``draw`` the drawn images."""
+pixels; every detection kept, what evaluation reads), ``detections.json`` (COCO-style results
+for people and their tools: image_id, category_id, bbox [x, y, w, h], score; each image's best
+``coco_per_image``, COCO's 100 by default), ``_SUCCESS``, and with ``draw`` the drawn images."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ DETECTION_SCHEMA = pa.schema(
 )
 
 
+COCO_PER_IMAGE = 100  # COCO's limit of detections per image
+
 ROWS_SCHEMA = pa.schema([("model", pa.string()), *DETECTION_SCHEMA])  # what actors return
 
 
@@ -48,21 +51,39 @@ def add_rows(rows, model, image_id, boxes, scores, wnids, ids: dict[str, int]) -
 
 
 def write_detections(
-    work: str, names, split: str, table: pa.Table, n_images: int, draw: int, data: str
+    work: str,
+    names,
+    split: str,
+    table: pa.Table,
+    n_images: int,
+    draw: int,
+    data: str,
+    coco_per_image: int = COCO_PER_IMAGE,
 ) -> dict:
     """Each model's rows of ``table`` to its output folder; a summary per model."""
     summary = {}
     for name in names:
         mine = _model_rows(table, name) if table.num_rows else DETECTION_SCHEMA.empty_table()
-        _write(work, name, split, mine)
+        _write(work, name, split, mine, coco_per_image)
         if draw:
             draw_detections(work, name, split, mine, ds_urls(work, split, data), draw)
         summary[name] = {"detections": mine.num_rows, "images": n_images}
     return summary
 
 
-def _coco(table: pa.Table) -> list[dict]:
-    """COCO-style results: bbox as [x, y, width, height]."""
+def best_per_image(table: pa.Table, n: int) -> pa.Table:
+    """Each image's ``n`` best-scoring rows (every row with ``n`` 0), images in id order."""
+    if not n or table.num_rows == 0:
+        return table
+    table = table.take(pc.sort_indices(table, [("image_id", "ascending"), ("score", "descending")]))
+    ids = table.column("image_id").to_numpy(zero_copy_only=False)
+    starts = np.r_[0, np.flatnonzero(ids[1:] != ids[:-1]) + 1]
+    rank = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+    return table.filter(pa.array(rank < n))
+
+
+def _coco(table: pa.Table, per_image: int) -> list[dict]:
+    """COCO-style results of each image's best ``per_image``: bbox as [x, y, width, height]."""
     return [
         {
             "image_id": r["image_id"],
@@ -71,14 +92,14 @@ def _coco(table: pa.Table) -> list[dict]:
             "bbox": [r["x1"], r["y1"], r["x2"] - r["x1"] + 1, r["y2"] - r["y1"] + 1],
             "score": r["score"],
         }
-        for r in table.to_pylist()
+        for r in best_per_image(table, per_image).to_pylist()
     ]
 
 
-def _write(work: str, name: str, split: str, table: pa.Table) -> None:
+def _write(work: str, name: str, split: str, table: pa.Table, coco_per_image: int) -> None:
     wd = WorkDir(work)
     storage.write_table(wd.detection_table(name, split), table)
-    storage.write_text(wd.detection_coco(name, split), json.dumps(_coco(table)))
+    storage.write_text(wd.detection_coco(name, split), json.dumps(_coco(table, coco_per_image)))
     storage.write_text(done_marker(work, name, split), "")
 
 
@@ -88,14 +109,21 @@ def _model_rows(table: pa.Table, name: str) -> pa.Table:
 
 
 def write_from_parts(
-    work: str, name: str, split: str, parts: list[str], urls: dict[str, str], draw: int
+    work: str,
+    name: str,
+    split: str,
+    parts: list[str],
+    urls: dict[str, str],
+    draw: int,
+    coco_per_image: int = COCO_PER_IMAGE,
 ) -> int:
-    """One model's outputs from a run's row parts (``image_list``), streamed: one part in
-    memory at a time, whatever the number of images. Returns the detections written."""
+    """One model's outputs from a run's row parts (``image_list``; an image's rows are in one
+    part), streamed: one part in memory at a time, whatever the number of images. Returns the
+    detections written."""
     import pyarrow.parquet as pq
 
     wd = WorkDir(work)
-    n, to_draw, drawn_ids = 0, [], set()
+    n, first, to_draw, drawn_ids = 0, True, [], set()
     with (
         storage.open_atomic(wd.detection_table(name, split)) as table_file,
         storage.open_atomic(wd.detection_coco(name, split)) as coco_file,
@@ -105,9 +133,10 @@ def write_from_parts(
         for url in parts:
             mine = _model_rows(storage.read_table(url), name)
             writer.write_table(mine)
-            for record in _coco(mine):
-                coco_file.write((b", " if n else b"") + json.dumps(record).encode())
-                n += 1
+            n += mine.num_rows
+            for record in _coco(mine, coco_per_image):
+                coco_file.write((b"" if first else b", ") + json.dumps(record).encode())
+                first = False
             if len(drawn_ids) < draw:  # the first images' rows, for drawing
                 to_draw.append(mine)
                 drawn_ids.update(mine.column("image_id").to_pylist())

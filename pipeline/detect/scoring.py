@@ -164,13 +164,20 @@ class MultiDetector:
             boxes = on_device(
                 torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4)), self.device
             )
-        result = {}
-        for name, logits in logits_by_name.items():
-            scores = background_scores(logits, self.categories.background_row)[:, self.score_rows]
-            b, s, c, ok = ranked_detections(boxes, scores, self.post)
-            rows = torch.cat([b, s[:, None].float(), c[:, None].float(), ok[:, None].float()], 1)
-            rows = rows.cpu().numpy()  # one copy; the rows not kept are dropped here
-            rows = rows[rows[:, 6] > 0]
-            wnids = [self.score_wnids[int(i)] for i in rows[:, 5]]
-            result[name] = (rows[:, :4].copy(), rows[:, 4].copy(), wnids)
-        return result
+        bg, rows, wnids = self.categories.background_row, self.score_rows, self.score_wnids
+        return {
+            name: kept_detections(boxes, background_scores(logits, bg)[:, rows], self.post, wnids)
+            for name, logits in logits_by_name.items()
+        }
+
+
+def kept_detections(
+    boxes: torch.Tensor, scores: torch.Tensor, post: PostConfig, wnids: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(boxes, scores, wnids) on the host of what NMS and the limits keep of ``scores``
+    (windows, categories: column j is ``wnids[j]``), on ``boxes``' device until one copy."""
+    b, s, c, ok = ranked_detections(boxes, scores, post)
+    rows = torch.cat([b, s[:, None].float(), c[:, None].float(), ok[:, None].float()], 1)
+    rows = rows.cpu().numpy()  # one copy; the rows not kept are dropped here
+    rows = rows[rows[:, 6] > 0]
+    return rows[:, :4].copy(), rows[:, 4].copy(), [wnids[int(i)] for i in rows[:, 5]]

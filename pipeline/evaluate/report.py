@@ -15,11 +15,15 @@ import json
 from pipeline.data.categories import read_categories
 from pipeline.detect.draw import draw_detections
 from pipeline.detect.outputs import ds_urls
+from pipeline.evaluate.category_page import best_per_category, write_category_page
 from pipeline.evaluate.charts import curves_chart, error_chart, relative_chart
+from pipeline.evaluate.stage import ground_truth
 from pipeline.io import storage
-from pipeline.workdir import WorkDir, knn_name
+from pipeline.workdir import FINETUNES, WorkDir, knn_name
 from schemas.config import PipelineConfig, to_dict
 from schemas.metrics import validate_report
+
+PER_CATEGORY = 6  # detections shown per held-out category on categories.html
 
 
 def _pct(v) -> str:
@@ -86,10 +90,9 @@ def category_table(metrics: dict[str, dict], key_row: str) -> str:
 
 
 def _examples(
-    data: str, work: str, row: str, split: str, heldout: set[str], limit: int
+    data: str, work: str, row: str, split: str, heldout: set[str], limit: int, table, urls
 ) -> list[str]:
     """``row``'s best detections of held-out categories drawn on up to ``limit`` images."""
-    table = storage.read_table(WorkDir(work).detection_table(row, split))
     rows = [r for r in table.to_pylist() if r["wnid"] in heldout and r["score"] > 0]
     if not rows:
         return []
@@ -99,7 +102,40 @@ def _examples(
     best = sorted(rows, key=lambda r: -r["score"])
     chosen = list(dict.fromkeys(r["image_id"] for r in best))[:limit]
     picked = pa.Table.from_pylist([r for r in rows if r["image_id"] in chosen], schema=table.schema)
-    return draw_detections(work, row, split, picked, ds_urls(work, split, data), limit, names=names)
+    return draw_detections(work, row, split, picked, urls, limit, names=names)
+
+
+def _category_page(data: str, work: str, row: str, split: str, metrics: dict, table, urls):
+    """``categories.html`` of ``row``'s held-out categories, best AP first."""
+    held = [c for c in metrics[row]["categories"] if c["set"] == "A"]
+    held.sort(key=lambda c: -(c["ap"] if c["ap"] is not None else -1.0))
+    best = best_per_category(table, {c["wnid"] for c in held}, PER_CATEGORY)
+    write_category_page(work, split, best, held, urls, ground_truth(data, split), row)
+
+
+def training_ends(work: str) -> list[list[str]]:
+    """How each fit of the run ended: (model, length run, why it ended there)."""
+    from pipeline.model.checkpoints import load_payload
+
+    wd = WorkDir(work)
+    out = []
+    for model, url, count in [("classifier", wd.classifier(), "epoch")] + [
+        (row, wd.finetuned(name), "iteration") for row, name in FINETUNES.items()
+    ]:
+        if not storage.exists(url):
+            continue
+        payload = load_payload(url)
+        history, cfg = payload.get("history", []), payload.get("config", {})
+        setting = cfg.get(f"{count}s")
+        ran = history[-1][count] if history else 0
+        if payload.get("stop"):
+            why = payload["stop"]
+        elif setting == "auto":
+            why = f"reached its cap (max_{count}s {cfg.get(f'max_{count}s')})"
+        else:
+            why = f"its fixed length ({count}s: {setting})"
+        out.append([model, f"{ran} {count}s", why])
+    return out
 
 
 def _img(url: str) -> str:
@@ -144,9 +180,18 @@ def write_report(
     )
     curves_chart(work, storage.join(rdir, "curves.png"))
     heldout = {c["wnid"] for c in next(iter(metrics.values()))["categories"] if c["set"] == "A"}
-    examples = _examples(data, work, knn, run_cfg.eval_split, heldout, run_cfg.draw)
-    table = format_table(rows)
     split = run_cfg.eval_split
+    examples, category_link = [], ""
+    if knn in metrics:
+        table = storage.read_table(WorkDir(work).detection_table(knn, split))
+        urls = ds_urls(work, split, data)
+        examples = _examples(data, work, knn, split, heldout, run_cfg.draw, table, urls)
+        _category_page(data, work, knn, split, metrics, table, urls)
+        category_link = (
+            '<p><a href="categories.html">What each held-out detector finds</a>: the best '
+            "detections of every category without boxes, right or wrong.</p>"
+        )
+    table = format_table(rows)
     timing_rows = [[stage, f"{s:.1f}"] for stage, s in timings.items()]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>LSDA report</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:4px 12px;text-align:right}}
@@ -159,9 +204,10 @@ without boxes (set A); trained: set B. All numbers: <a href="metrics.json">metri
 <h2>Relative effectiveness</h2>{_img(storage.join(rdir, "relative.png"))}
 <h2>False positives on held-out categories</h2>{_img(storage.join(rdir, "errors.png"))}
 <h2>Training curves</h2>{_img(storage.join(rdir, "curves.png"))}
+{html_table(["model", "trained for", "ended by"], training_ends(work))}
 <h2>Example detections of held-out categories (k-NN adapted detector)</h2>
 {"".join(_img(u) for u in examples)}
-<h2>AP per category (%)</h2>{category_table(metrics, knn)}
+<h2>AP per category (%)</h2>{category_link}{category_table(metrics, knn)}
 <h2>Time per stage (s)</h2>{html_table(["stage", "seconds"], timing_rows)}
 </body></html>"""
     storage.write_text(WorkDir(work).report_page(), page)

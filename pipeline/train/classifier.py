@@ -24,7 +24,7 @@ from pipeline.io import storage
 from pipeline.model.checkpoints import load_state_dict, save_model
 from pipeline.model.nets import CategoryMap, get_model, load_imagenet_weights
 from pipeline.model.preprocess import mean_tensor, to_input
-from pipeline.train import device_feed, trainer
+from pipeline.train import device_feed, stopping, trainer
 from pipeline.train.data import CLS_READER, held_out, worker_batch
 from pipeline.train.stream import ShardStream
 from pipeline.workdir import CLASSIFIER, WorkDir
@@ -128,7 +128,10 @@ def cls_loop(config: dict) -> None:
     per_worker = worker_batch(cfg.batch_size, world)
     train, holdout = _streams(config, cfg, rank, world)
     steps = config["steps_per_epoch"]
-    for epoch in range(start, cfg.epochs):
+    plateau, epochs = stopping.classifier_plateau(cfg), stopping.length(cfg.epochs, cfg.max_epochs)
+    if plateau and plateau.reason(history):  # resumed after it had stopped
+        start = epochs
+    for epoch in range(start, epochs):
         t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
         batches = train.endless(per_worker, (epoch,), 4 * cfg.batch_size, "classification")
         with contextlib.closing(batches):
@@ -152,14 +155,20 @@ def cls_loop(config: dict) -> None:
             "steps_per_epoch": steps,
             "resumed_from": start,
         }
+        stop = plateau.reason([*history, metrics]) if plateau else None
+        if stop:
+            metrics["stop"] = stop
         if rank == 0:
             print(
-                f"train-cls epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.3f}, "
-                f"held-out accuracy {acc:.3f}, {metrics['images_per_s']:.0f} images/s",
+                f"train-cls epoch {epoch + 1}/{epochs}: loss {metrics['loss']:.3f}, "
+                f"held-out accuracy {acc:.3f}, {metrics['images_per_s']:.0f} images/s"
+                + (f"; stops: {stop}" if stop else ""),
                 flush=True,
             )
         trainer.report(metrics, model, optimizer, epoch + 1, history)
         trainer.maybe_fail(cfg, epoch + 1, start)
+        if stop:
+            break
 
 
 def _classification_shards(wd: WorkDir, cfg: TrainConfig) -> tuple[list[str], ExtractConfig, int]:
@@ -242,6 +251,7 @@ def run_train_cls(
         config=to_dict(cfg),
         metrics=metrics,
         history=state.get("history", []),  # the training curves
+        stop=stopping.stopped(state.get("history", [])),  # why it ended early (None: did not)
         input_size=size,
         pixel_mean=list(ext.pixel_mean),
     )
@@ -251,4 +261,5 @@ def run_train_cls(
         "categories": categories.num_categories,
         **metrics,
         "seconds": round(time.time() - t0, 1),
+        "stop": stopping.stopped(state.get("history", [])),
     }

@@ -28,7 +28,7 @@ from pipeline.io import storage
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.layers import configure_trainable, parse_layers
 from pipeline.model.preprocess import mean_tensor, to_input
-from pipeline.train import device_feed, trainer
+from pipeline.train import device_feed, stopping, trainer
 from pipeline.train.classifier import shard_params
 from pipeline.train.data import WINDOW_READER, worker_batch
 from pipeline.train.stream import ShardStream, split_minibatches
@@ -126,7 +126,11 @@ def det_loop(config: dict) -> None:
     counts = torch.zeros(2, dtype=torch.long, device=device)
     before = None
     amp = device_feed.autocast(device)
-    for it in range(start, cfg.iterations):
+    plateau = stopping.finetune_plateau(cfg)
+    iterations = stopping.length(cfg.iterations, cfg.max_iterations)
+    if plateau and plateau.reason(history):  # resumed after it had stopped
+        start = iterations
+    for it in range(start, iterations):
         trainer.set_lr(optimizer, cfg, it)
         loss, right = det_step(
             model, optimizer, freezer, next(batches), cols, col_of_row, size, mean, amp
@@ -136,7 +140,7 @@ def det_loop(config: dict) -> None:
         if it == 0:  # the first batch, scored by the classifier as it came
             before = trainer.all_reduce_sum(right.clone())
         step = it + 1
-        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+        if step % cfg.checkpoint_every == 0 or step == iterations:
             windows = (step - start) * (cfg.fg_per_batch + cfg.bg_per_batch)
             rate = windows / (time.perf_counter() - t0)
             total = trainer.all_reduce_sum(counts)
@@ -152,15 +156,21 @@ def det_loop(config: dict) -> None:
             last = step
             if before is not None:
                 metrics["fg_bg_accuracy_before"] = (before[0] / before[1]).item()
+            stop = plateau.reason([*history, metrics]) if plateau else None
+            if stop:
+                metrics["stop"] = stop
             if rank == 0:
                 print(
-                    f"train-det {step}/{cfg.iterations}: loss {metrics['loss']:.3f}, "
+                    f"train-det {step}/{iterations}: loss {metrics['loss']:.3f}, "
                     f"fg-vs-bg accuracy {metrics['fg_bg_accuracy']:.3f} (training batches), "
-                    f"{metrics['windows_per_s']:.0f} windows/s",
+                    f"{metrics['windows_per_s']:.0f} windows/s"
+                    + (f"; stops: {stop}" if stop else ""),
                     flush=True,
                 )
             trainer.report(metrics, model, optimizer, step, history)
             trainer.maybe_fail(cfg, step, start)
+            if stop:
+                break
     stream.close()
 
 
@@ -293,6 +303,7 @@ def run_train_det(
         config=to_dict(cfg),
         metrics=metrics,
         history=state.get("history", []),  # the training curves
+        stop=stopping.stopped(state.get("history", [])),  # why it ended early (None: did not)
         input_size=size,
         pixel_mean=payload["pixel_mean"],
         set_b=b,
@@ -300,4 +311,10 @@ def run_train_det(
         name=name,
     )
     lineage.record(out, inputs)
-    return {"model": out, "name": name, **metrics, "seconds": round(time.time() - t0, 1)}
+    return {
+        "model": out,
+        "name": name,
+        **metrics,
+        "seconds": round(time.time() - t0, 1),
+        "stop": stopping.stopped(state.get("history", [])),
+    }

@@ -16,6 +16,7 @@ import torch
 from pipeline import lineage
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer
+from pipeline.train.stopping import auto_only_settings, length
 from pipeline.workdir import WorkDir
 from schemas.config import TrainConfig, to_dict
 
@@ -154,13 +155,15 @@ RUN_ONLY = ("max_failures", "inject_failure_at", "checkpoint_every")
 
 def settings(cfg: TrainConfig) -> dict:
     """The settings that shape the model, for its record (``pipeline.lineage``)."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in RUN_ONLY}
+    skip = (*RUN_ONLY, *auto_only_settings(cfg))
+    return {k: v for k, v in to_dict(cfg).items() if k not in skip}
 
 
-# A fit's length: a run's checkpoint may be resumed by a longer fit with otherwise the same
-# inputs (the step schedule depends on ``lr_step``, not on the length: its first steps are
-# the same), never by a shorter one.
-LENGTH = ("iterations", "epochs")
+# A fit's length and when it stops: a run's checkpoint may be resumed by a longer fit with
+# otherwise the same inputs (the step schedule depends on ``lr_step``, not on the length: its
+# first steps are the same), never by a shorter one.
+COUNTS = ("iterations", "epochs")
+LENGTH = (*COUNTS, "max_iterations", "max_epochs", "patience", "min_improvement")
 
 
 def up_to_date(work: str, out: str, run: str, inputs: dict, overwrite: bool, stage: str) -> bool:
@@ -185,8 +188,13 @@ def _resumable(run_url: str, inputs: dict) -> bool:
         return True
     if not set(diff) <= {f"config.{k}" for k in LENGTH}:
         return False
-    before = lineage.recorded(run_url)["inputs"]["config"]
-    return all(inputs["config"][k] >= before[k] for k in LENGTH if k in before)
+    before, now = lineage.recorded(run_url)["inputs"]["config"], inputs["config"]
+    return all(_most(now, k) >= _most(before, k) for k in COUNTS if k in before)
+
+
+def _most(config: dict, count: str) -> int:
+    """A recorded config's most epochs or iterations (its cap when ``auto``)."""
+    return length(config[count], config.get(f"max_{count}", 0))
 
 
 def fit(loop, config: dict, cfg: TrainConfig, work: str, run: str) -> tuple[dict, dict]:

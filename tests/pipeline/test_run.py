@@ -4,6 +4,7 @@ its outputs."""
 import json
 import os
 import shutil
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -62,8 +63,15 @@ def test_report_page_and_charts(quick_run):
     assert "knn-5" in page and "oracle" in page
     assert page.count("data:image/png") == 3  # relative effectiveness, error types, curves
     assert page.count("data:image/jpeg") >= 1  # example detections of held-out categories
-    assert page.count("<table>") == 3  # the rows, AP per category, time per stage
+    assert page.count("<table>") == 4  # the rows, how each fit ended, AP per category, times
+    assert "its fixed length (epochs: 16)" in page  # --quick keeps fixed schedules
     assert 'href="../detect/knn-5/val2/detections.json"' in page and "AP per category" in page
+    assert 'href="categories.html"' in page
+    metrics = json.loads(Path(work, "evaluate/knn-5/val2/metrics.json").read_text())
+    held = [c["wnid"] for c in metrics["categories"] if c["set"] == "A"]
+    per_category = Path(work, "report/categories.html").read_text()
+    assert all(f'<h2 id="{w}">' in per_category for w in held)
+    assert len(list(Path(work, "report/categories").glob("*.jpg"))) == len(held)
     assert all(
         Path(work, "report", f).stat().st_size > 0
         for f in ("relative.png", "errors.png", "curves.png")
@@ -80,13 +88,24 @@ def test_neighbours_are_recorded_for_every_held_out_category(quick_run):
     assert all(r["k"] == 12 for r in avg)
 
 
-def test_coco_results_match_the_parquet_detections(quick_run):
+def test_coco_results_are_each_images_best_parquet_detections(quick_run):
+    """detections.json keeps each image's best 100 (COCO's convention); the Parquet, which
+    evaluation reads, keeps all (24 categories x 10 per image here)."""
     _, work, _ = quick_run
     d = f"{work}/detect/knn-5/val2"
-    table = pq.read_table(f"{d}/detections.parquet")
+    table = pq.read_table(f"{d}/detections.parquet").to_pylist()
     coco = json.loads(Path(d, "detections.json").read_text())
-    assert len(coco) == table.num_rows > 0
-    first, row = coco[0], table.slice(0, 1).to_pylist()[0]
+    scores, best = defaultdict(list), defaultdict(list)
+    for r in table:
+        scores[r["image_id"]].append(r["score"])
+    for r in coco:
+        best[r["image_id"]].append(r["score"])
+    assert set(best) == set(scores) and max(map(len, scores.values())) > 100
+    for image, mine in best.items():
+        assert sorted(mine, reverse=True) == sorted(scores[image], reverse=True)[:100]
+    first = coco[0]
+    row = next(r for r in table if r["image_id"] == first["image_id"] and
+               r["score"] == first["score"])  # fmt: skip
     assert set(first) >= {"image_id", "category_id", "bbox", "score"}
     assert first["bbox"] == pytest.approx(
         [row["x1"], row["y1"], row["x2"] - row["x1"] + 1, row["y2"] - row["y1"] + 1]
@@ -123,6 +142,22 @@ def test_a_moved_dataset_is_detected_from_its_new_place(quick_run, capsys):
     before = pq.read_table(Path(work, "detect/knn-5/val2/detections.parquet"))
     assert table.num_rows == before.num_rows > 0
     assert len(list(Path(work, "detect/moved/val2/drawn").glob("*.jpg"))) == 1
+
+
+def test_an_exported_detector_scored_with_onnxruntime_finds_the_same_detections(quick_run, capsys):
+    data, work, _ = quick_run
+    assert main(["export", "--work", work, "--model", "knn-5"]) == 0, capsys.readouterr().err
+    assert Path(work, "models/detector-knn-5.onnx").stat().st_size > 0
+    argv = ["detect", "--data", data, "--work", work, "--model", "onnx=knn-5", "--split",
+            "val2", "--engine", "onnxruntime"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    torch_rows = pq.read_table(Path(work, "detect/knn-5/val2/detections.parquet")).to_pylist()
+    onnx_rows = pq.read_table(Path(work, "detect/onnx/val2/detections.parquet")).to_pylist()
+    key = ("image_id", "wnid", "x1", "y1", "x2", "y2")
+    assert [[r[k] for k in key] for r in onnx_rows] == [[r[k] for k in key] for r in torch_rows]
+    gap = max(abs(a["score"] - b["score"]) for a, b in zip(onnx_rows, torch_rows, strict=True))
+    print(f"onnxruntime vs torch, {len(onnx_rows)} detections: max |score gap| {gap:.2e}")
+    assert gap < 1e-4
 
 
 def test_detect_on_arbitrary_images_extracts_proposals_and_draws(quick_run, tmp_path, capsys):

@@ -90,6 +90,29 @@ def test_detection_finetune_raises_fg_bg_accuracy_and_a_rerun_resumes(trained):
     assert again["resumed_from"] == 20 and again["iteration"] == 40
 
 
+def test_auto_lengths_stop_on_a_plateau_say_why_and_stay_stopped(trained, tmp_path):
+    """``iterations: auto`` / ``epochs: auto`` with a rule that any second report meets (no
+    loss falls by 100%): each fit stops there, well short of its cap, and says why in its
+    summary and model file; a fit resumed after it had stopped does not train on."""
+    data, work, _ = trained
+    det = replace(DET, iterations="auto", max_iterations=200, checkpoint_every=10, patience=1,
+                  min_improvement=1.0)  # fmt: skip
+    first = run_train_det(data, work, det, name="auto")
+    assert first["iteration"] == 20 and first["stop"].startswith("plateau: training loss")
+    _, _, payload = load_model(WorkDir(work).model("det-auto.pt"))
+    assert payload["stop"] == first["stop"] and len(payload["history"]) == 2
+    fs, path = storage.get_fs(WorkDir(work).model("det-auto.pt"))
+    fs.rm(path)  # as if the job had died after its last checkpoint
+    again = run_train_det(data, work, det, name="auto")
+    assert again["iteration"] == 20 and again["stop"] == first["stop"]
+
+    own = tmp_path / "work"  # the module's classifier stays as it is
+    shutil.copytree(Path(work, "extract", "cls"), own / "extract" / "cls")
+    cls = replace(CLS, epochs="auto", max_epochs=4, patience=1, min_improvement=1e9)
+    summary = run_train_cls(data, str(own), cls)
+    assert summary["epoch"] <= 3 and summary["stop"].startswith("plateau: held-out accuracy")
+
+
 def mirror_boxes(root: Path, wnids: set[str]) -> int:
     """Mirror every box of ``wnids`` left-right in the DET annotations under ``root``: still
     valid boxes, in other places. Returns how many moved."""
