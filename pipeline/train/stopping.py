@@ -45,7 +45,7 @@ class Plateau:
         best_at = steps[max(range(len(values)), key=lambda i: (sign * values[i], -i))]
         what = LABELS.get(self.key, self.key)
         return (
-            f"plateau: {what} improved by {100 * gain:.1f}% (< {100 * self.min_improvement:.0f}%)"
+            f"plateau: {what} improved by {100 * gain:.2f}% (< {100 * self.min_improvement:g}%)"
             f" over the last {self.patience} reports; best {sign * max(before, recent):.4f} at "
             f"{self.unit} {best_at}"
         )

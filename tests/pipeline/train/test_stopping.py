@@ -24,7 +24,7 @@ def test_accuracy_stops_once_the_last_reports_gain_under_one_percent_of_the_best
     assert ACC.reason(_history("holdout_accuracy", rising)) is None
     flat = [0.30, 0.40, 0.500, 0.502, 0.499, 0.503]  # +0.6% over the 3 last
     reason = ACC.reason(_history("holdout_accuracy", flat))
-    assert reason.startswith("plateau: held-out accuracy improved by 0.6% (< 1%)")
+    assert reason.startswith("plateau: held-out accuracy improved by 0.60% (< 1%)")
     assert reason.endswith("best 0.5030 at epoch 6")
     assert ACC.reason(_history("holdout_accuracy", [0.5, 0.5, 0.5])) is None  # too few yet
 
@@ -34,9 +34,9 @@ def test_loss_is_lower_is_better_and_names_its_best_iteration():
     assert LOSS.reason(falling) is None
     flat = _history("loss", [2.0, 1.0, 1.05, 0.995], "iteration", 250)
     reason = LOSS.reason(flat)
-    assert "training loss improved by 0.5%" in reason and reason.endswith("at iteration 1000")
+    assert "training loss improved by 0.50%" in reason and reason.endswith("at iteration 1000")
     worse = _history("loss", [2.0, 1.0, 1.2, 1.3], "iteration", 250)
-    assert "improved by -20.0%" in LOSS.reason(worse) and "at iteration 500" in LOSS.reason(worse)
+    assert "improved by -20.00%" in LOSS.reason(worse) and "at iteration 500" in LOSS.reason(worse)
 
 
 def test_auto_is_a_count_up_to_its_cap_and_fixed_counts_keep_their_record():
