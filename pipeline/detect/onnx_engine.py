@@ -61,7 +61,7 @@ class OnnxDetectors:
             )
         known = set(wnids)
         self.score_wnids = [w for w in rows if w in known] if rows is not None else wnids
-        index = {w: i for i, w in enumerate(wnids)}
+        index, self.n_outputs = {w: i for i, w in enumerate(wnids)}, len(wnids)
         self.score_cols = np.array([index[w] for w in self.score_wnids], np.int64)
         self.batch = scoring.windows_per_batch or CPU_BATCH
 
@@ -82,7 +82,7 @@ class OnnxDetectors:
         boxes_t = torch.from_numpy(boxes)
         result = {}
         for name, parts in per_name.items():
-            s = np.concatenate(parts) if parts else np.zeros((0, len(self.score_cols)))
+            s = np.concatenate(parts) if parts else np.zeros((0, self.n_outputs), np.float32)
             s = torch.from_numpy(np.ascontiguousarray(s[:, self.score_cols], np.float32))
             result[name] = kept_detections(boxes_t, s, self.post, self.score_wnids)
         return result

@@ -71,6 +71,9 @@ def test_onnxruntime_engine_keeps_the_torch_engines_detections(exported):
             onnx_engine.score(image, boxes)["x"]  # fmt: skip
         assert len(w1) == 15 and w1 == w2
         assert np.array_equal(b1, b2) and np.abs(s1 - s2).max() < 1e-4
+    image, _, _ = _windows(1)
+    boxes, scores, wnids = onnx_engine.score(image, np.zeros((0, 4), np.float32))["x"]
+    assert boxes.shape == (0, 4) and len(scores) == 0 and wnids == []
 
 
 def test_a_stale_or_missing_export_is_named(exported, tmp_path):
