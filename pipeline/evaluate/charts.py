@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.evaluate.devkit import ERROR_TYPES  # noqa: E402
 from pipeline.io import storage  # noqa: E402
-from pipeline.workdir import FINETUNES, WorkDir  # noqa: E402
+from pipeline.workdir import FINETUNES  # noqa: E402
 
 
 def _save_png(fig, url: str) -> None:
@@ -69,15 +69,13 @@ def ap_chart(doc: dict, url: str) -> None:
     _save_png(fig, url)
 
 
-def curves_chart(work: str, url: str) -> None:
-    """The training curves the checkpoints carried: the classifier's held-out accuracy and loss
-    per epoch, each fine-tune's loss per reporting interval (did training converge?)."""
-    from pipeline.model.checkpoints import load_payload
-
+def curves_chart(fits: dict[str, dict], url: str) -> None:
+    """The training curves the checkpoints carried (``fits``: ``report.fit_records``): the
+    classifier's held-out accuracy and loss per epoch, each fine-tune's loss per reporting
+    interval (did training converge?)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
     fig.subplots_adjust(wspace=0.5)  # room for the accuracy axis between the two
-    wd = WorkDir(work)
-    cls = load_payload(wd.classifier()).get("history", [])
+    cls = fits["classifier"]["history"]
     epochs = [h["epoch"] for h in cls]
     # accuracy (0-1) on its own axis: on the loss's (0-7) it read as a flat line
     acc_axis = left.twinx()
@@ -92,10 +90,9 @@ def curves_chart(work: str, url: str) -> None:
     left.legend(
         acc + loss, [line.get_label() for line in acc + loss], fontsize=8, loc="center right"
     )
-    for row, name in FINETUNES.items():
-        url_model = wd.finetuned(name)
-        if storage.exists(url_model):
-            h = load_payload(url_model).get("history", [])
+    for row in FINETUNES:
+        if row in fits:
+            h = fits[row]["history"]
             right.plot([x["iteration"] for x in h], [x["loss"] for x in h], "o-", label=row)
     right.set_xlabel("iteration")
     right.set_ylabel("training loss (mean since the last point)")

@@ -113,23 +113,36 @@ def _category_page(data: str, work: str, row: str, split: str, metrics: dict, ta
     write_category_page(work, split, best, held, urls, ground_truth(data, split), row)
 
 
-def training_ends(work: str) -> list[list[str]]:
-    """How each fit of the run ended: (model, length run, why it ended there)."""
+def fit_records(work: str) -> dict[str, dict]:
+    """Each fit of the run that has a model file (the classifier always): its history, config
+    and stop reason, read once for the curves and the "ended by" table."""
     from pipeline.model.checkpoints import load_payload
 
     wd = WorkDir(work)
+    urls = {"classifier": wd.classifier()}
+    urls |= {row: wd.finetuned(name) for row, name in FINETUNES.items()}
+    fits = {}
+    for model, url in urls.items():
+        if model == "classifier" or storage.exists(url):
+            payload = load_payload(url)
+            fits[model] = {
+                "history": payload.get("history", []),
+                "config": payload.get("config", {}),
+                "stop": payload.get("stop"),
+            }
+    return fits
+
+
+def training_ends(fits: dict[str, dict]) -> list[list[str]]:
+    """How each fit of the run ended: (model, length run, why it ended there)."""
     out = []
-    for model, url, count in [("classifier", wd.classifier(), "epoch")] + [
-        (row, wd.finetuned(name), "iteration") for row, name in FINETUNES.items()
-    ]:
-        if not storage.exists(url):
-            continue
-        payload = load_payload(url)
-        history, cfg = payload.get("history", []), payload.get("config", {})
+    for model, fit in fits.items():
+        count = "epoch" if model == "classifier" else "iteration"
+        history, cfg = fit["history"], fit["config"]
         setting = cfg.get(f"{count}s")
         ran = history[-1][count] if history else 0
-        if payload.get("stop"):
-            why = payload["stop"]
+        if fit["stop"]:
+            why = fit["stop"]
         elif setting == "auto":
             why = f"reached its cap (max_{count}s {cfg.get(f'max_{count}s')})"
         else:
@@ -178,7 +191,8 @@ def write_report(
         [n for n in ("classifier", knn) if n in metrics],
         storage.join(rdir, "errors.png"),
     )
-    curves_chart(work, storage.join(rdir, "curves.png"))
+    fits = fit_records(work)
+    curves_chart(fits, storage.join(rdir, "curves.png"))
     heldout = {c["wnid"] for c in next(iter(metrics.values()))["categories"] if c["set"] == "A"}
     split = run_cfg.eval_split
     examples, category_link = [], ""
@@ -204,7 +218,7 @@ without boxes (set A); trained: set B. All numbers: <a href="metrics.json">metri
 <h2>Relative effectiveness</h2>{_img(storage.join(rdir, "relative.png"))}
 <h2>False positives on held-out categories</h2>{_img(storage.join(rdir, "errors.png"))}
 <h2>Training curves</h2>{_img(storage.join(rdir, "curves.png"))}
-{html_table(["model", "trained for", "ended by"], training_ends(work))}
+{html_table(["model", "trained for", "ended by"], training_ends(fits))}
 <h2>Example detections of held-out categories (k-NN adapted detector)</h2>
 {"".join(_img(u) for u in examples)}
 <h2>AP per category (%)</h2>{category_link}{category_table(metrics, knn)}
