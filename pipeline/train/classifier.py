@@ -155,9 +155,7 @@ def cls_loop(config: dict) -> None:
             "steps_per_epoch": steps,
             "resumed_from": start,
         }
-        stop = plateau.reason([*history, metrics]) if plateau else None
-        if stop:
-            metrics["stop"] = stop
+        stop = stopping.check(plateau, history, metrics)
         if rank == 0:
             print(
                 f"train-cls epoch {epoch + 1}/{epochs}: loss {metrics['loss']:.3f}, "
@@ -237,6 +235,7 @@ def run_train_cls(
     }
     t0 = time.time()
     state, metrics = trainer.fit(cls_loop, config, cfg, work, CLASSIFIER)
+    stop = stopping.stopped(state.get("history", []))
     model = get_model(cfg.model, categories.num_categories)
     model.load_state_dict(state["model"])
     with torch.no_grad():  # the background row is untrained here: as a classifier, score = logit
@@ -251,7 +250,7 @@ def run_train_cls(
         config=to_dict(cfg),
         metrics=metrics,
         history=state.get("history", []),  # the training curves
-        stop=stopping.stopped(state.get("history", [])),  # why it ended early (None: did not)
+        stop=stop,  # why it ended early (None: did not)
         input_size=size,
         pixel_mean=list(ext.pixel_mean),
     )
@@ -261,5 +260,5 @@ def run_train_cls(
         "categories": categories.num_categories,
         **metrics,
         "seconds": round(time.time() - t0, 1),
-        "stop": stopping.stopped(state.get("history", [])),
+        "stop": stop,
     }

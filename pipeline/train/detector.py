@@ -156,9 +156,7 @@ def det_loop(config: dict) -> None:
             last = step
             if before is not None:
                 metrics["fg_bg_accuracy_before"] = (before[0] / before[1]).item()
-            stop = plateau.reason([*history, metrics]) if plateau else None
-            if stop:
-                metrics["stop"] = stop
+            stop = stopping.check(plateau, history, metrics)
             if rank == 0:
                 print(
                     f"train-det {step}/{iterations}: loss {metrics['loss']:.3f}, "
@@ -292,6 +290,7 @@ def run_train_det(
     }
     t0 = time.time()
     state, metrics = trainer.fit(det_loop, config, cfg, work, run)
+    stop = stopping.stopped(state.get("history", []))
     model, _, _ = load_model(cls_url)
     model.load_state_dict(state["model"])
     save_model(
@@ -303,7 +302,7 @@ def run_train_det(
         config=to_dict(cfg),
         metrics=metrics,
         history=state.get("history", []),  # the training curves
-        stop=stopping.stopped(state.get("history", [])),  # why it ended early (None: did not)
+        stop=stop,  # why it ended early (None: did not)
         input_size=size,
         pixel_mean=payload["pixel_mean"],
         set_b=b,
@@ -316,5 +315,5 @@ def run_train_det(
         "name": name,
         **metrics,
         "seconds": round(time.time() - t0, 1),
-        "stop": stopping.stopped(state.get("history", [])),
+        "stop": stop,
     }

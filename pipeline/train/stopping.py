@@ -51,6 +51,15 @@ class Plateau:
         )
 
 
+def check(plateau: Plateau | None, history: list[dict], metrics: dict) -> str | None:
+    """After the report ``metrics``: why to stop now (None: go on), also put into
+    ``metrics`` as ``stop`` so that the checkpoint's history carries it."""
+    stop = plateau.reason([*history, metrics]) if plateau else None
+    if stop:
+        metrics["stop"] = stop
+    return stop
+
+
 def stopped(history: list[dict]) -> str | None:
     """The reason a fit stopped early, if its last report says it did."""
     return history[-1].get("stop") if history else None
