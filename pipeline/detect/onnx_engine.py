@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from pipeline import lineage
-from pipeline.detect.scoring import CPU_BATCH, kept_detections
+from pipeline.detect.scoring import CPU_BATCH, kept_detections, scored_wnids
 from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.io import storage
 from pipeline.model.export import exported_paths
+from pipeline.model.nets import CategoryMap
 from schemas.config import PostConfig, ScoringConfig
 
 ENGINES = ("torch", "onnxruntime")
@@ -59,10 +60,9 @@ class OnnxDetectors:
             self.sessions[name] = ort.InferenceSession(
                 storage.read_bytes(onnx_url), options, providers=["CPUExecutionProvider"]
             )
-        known = set(wnids)
-        self.score_wnids = [w for w in rows if w in known] if rows is not None else wnids
-        index, self.n_outputs = {w: i for i, w in enumerate(wnids)}, len(wnids)
-        self.score_cols = np.array([index[w] for w in self.score_wnids], np.int64)
+        categories = CategoryMap(tuple(wnids))
+        self.score_wnids, self.n_outputs = scored_wnids(categories, rows), len(wnids)
+        self.score_cols = np.array(categories.rows(self.score_wnids), np.int64)
         self.batch = scoring.windows_per_batch or CPU_BATCH
 
     def scores(self, name: str, windows: np.ndarray) -> np.ndarray:

@@ -127,10 +127,7 @@ class MultiDetector:
             if key not in self.trunks:
                 self.trunks[key] = self.feeder.prepare(model)
             self.heads[name] = (key, model.output.eval().to(self.device))
-        wanted = list(self.categories.wnids)
-        if rows is not None:  # categories held back from training have no row: not scored
-            known = set(wanted)
-            wanted = [w for w in rows if w in known]
+        wanted = scored_wnids(self.categories, rows)
         self.score_rows = torch.tensor(self.categories.rows(wanted), device=self.device)
         self.score_wnids = wanted
 
@@ -169,6 +166,15 @@ class MultiDetector:
             name: kept_detections(boxes, background_scores(logits, bg)[:, rows], self.post, wnids)
             for name, logits in logits_by_name.items()
         }
+
+
+def scored_wnids(categories: CategoryMap, rows: list[str] | None) -> list[str]:
+    """The categories a detector scores: ``rows`` (None: all) that it has a row for; those
+    held back from training have none and are not scored."""
+    if rows is None:
+        return list(categories.wnids)
+    known = set(categories.wnids)
+    return [w for w in rows if w in known]
 
 
 def kept_detections(
