@@ -115,7 +115,7 @@ def cls_loop(config: dict) -> None:
 
     cfg: TrainConfig = config["cfg"]
     k, size = config["num_categories"], config["input_size"]
-    device = trainer.worker_setup(cfg)
+    device = trainer.worker_setup(config)
     mean, amp = mean_tensor(config["mean"], device), device_feed.autocast(device)
     model = get_model(cfg.model, k)
     if cfg.init_weights:

@@ -95,7 +95,7 @@ def det_loop(config: dict) -> None:
     import ray.train.torch
 
     cfg: TrainConfig = config["cfg"]
-    device = trainer.worker_setup(cfg)
+    device = trainer.worker_setup(config)
     model, categories, _ = load_model(config["cls_url"])
     bg = categories.background_row
     with torch.no_grad():

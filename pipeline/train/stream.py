@@ -21,11 +21,15 @@ import collections
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pipeline.io import storage
+
+if TYPE_CHECKING:
+    from pipeline.train.resources import TrainPlan
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RowReader:
 
 READ_ROWS = 512  # rows decoded per output block: bounds memory for 227 px windows
 MAX_READ_TASKS = 8  # per pass and worker: 32 cost 0.85 s a pass where 8 cost 0.4 s (4.5K rows)
+READ_TASK_CPUS = "lsda.read_task_cpus"  # DataContext key: a read task's CPUs (resources.py)
 
 
 def pass_seed(seed: int, *key: int) -> int:
@@ -87,21 +92,29 @@ def shard_dataset(files: list[str], reader: RowReader, kwargs: dict):
     ds = ray.data.from_items(
         [{"url": u} for u in files], override_num_blocks=min(len(files), MAX_READ_TASKS)
     )
+    cpus = ray.data.DataContext.get_current().get_config(READ_TASK_CPUS, 1.0)
     return ds.map_batches(
         _read_and_decode,
         batch_size=None,  # one task per block: a run of consecutive files
         fn_kwargs={"reader": reader, "kwargs": kwargs},
+        num_cpus=cpus,
         **remote_args(),
     )
 
 
-def configure_worker_data() -> None:
+def configure_worker_data(plan: TrainPlan | None = None, readers: str = "") -> None:
     """Ray Data settings for datasets made inside a training worker: keep the order of the
-    files (the stream must not depend on which read task finishes first), no progress bars."""
+    files (the stream must not depend on which read task finishes first), no progress bars;
+    with a ``plan`` (a Ray Train worker's), read in CPUs reserved for this worker, in the
+    placement group called ``readers``."""
     import logging
 
     import ray.data
 
+    if plan is not None:
+        from pipeline.train.resources import read_in_reserved_cpus
+
+        read_in_reserved_cpus(plan, readers)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False

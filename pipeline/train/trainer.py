@@ -15,7 +15,7 @@ import torch
 
 from pipeline import lineage
 from pipeline.io import storage
-from pipeline.io.ray_env import cpus_per_consumer
+from pipeline.train.resources import TrainPlan, current_plan, reader_group_names, remove_readers
 from pipeline.train.stopping import auto_only_settings, length
 from pipeline.workdir import WorkDir
 from schemas.config import TrainConfig, to_dict
@@ -62,12 +62,11 @@ def discard_run(work: str, name: str) -> None:
         fs.rm(path, recursive=True)
 
 
-def scaling_config(cfg: TrainConfig):
+def scaling_config(cfg: TrainConfig, plan: TrainPlan):
     from ray.train import ScalingConfig
 
-    per_worker = cpus_per_consumer(cfg.workers)
     return ScalingConfig(
-        num_workers=cfg.workers, use_gpu=cfg.gpus, resources_per_worker={"CPU": per_worker}
+        num_workers=cfg.workers, use_gpu=cfg.gpus, resources_per_worker={"CPU": plan.worker_cpus}
     )
 
 
@@ -198,16 +197,22 @@ def _most(config: dict, count: str) -> int:
 
 
 def fit(loop, config: dict, cfg: TrainConfig, work: str, run: str) -> tuple[dict, dict]:
-    """``loop`` on Ray Train's workers (resuming ``run``'s last checkpoint, if any): the final
-    model state, and the numeric metrics of the last report."""
+    """``loop`` on Ray Train's workers (resuming ``run``'s last checkpoint, if any), on CPUs
+    planned for them and their readers (``resources.py``): the final model state, and the
+    numeric metrics of the last report."""
     from ray.train.torch import TorchTrainer
 
-    result = TorchTrainer(
-        loop,
-        train_loop_config=config,
-        scaling_config=scaling_config(cfg),
-        run_config=run_config(work, run, cfg.max_failures),
-    ).fit()
+    plan = current_plan(cfg.workers)
+    readers = reader_group_names(plan)
+    try:
+        result = TorchTrainer(
+            loop,
+            train_loop_config={**config, "plan": plan, "readers": readers},
+            scaling_config=scaling_config(cfg, plan),
+            run_config=run_config(work, run, cfg.max_failures),
+        ).fit()
+    finally:
+        remove_readers(readers)
     state = final_state(result)
     return state, {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
 
@@ -239,13 +244,15 @@ def quiet_report_lines() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def worker_setup(cfg: TrainConfig) -> torch.device:
+def worker_setup(config: dict) -> torch.device:
+    """A training worker's process: quiet, reading in its own reserved CPUs, seeded."""
     import ray.train.torch
 
     from pipeline.train.stream import configure_worker_data
 
+    rank = ray.train.get_context().get_world_rank()
     quiet_report_lines()
-    configure_worker_data()
+    configure_worker_data(config["plan"], config["readers"][rank])
     torch.set_num_threads(1)  # one thread per worker was faster and steadier on 2 cores
-    torch.manual_seed(cfg.seed + ray.train.get_context().get_world_rank())
+    torch.manual_seed(config["cfg"].seed + rank)
     return ray.train.torch.get_device()

@@ -1,7 +1,10 @@
 """Both fine-tuning stages through a real local Ray instance with 2 CPU workers."""
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from pipeline.data.categories import read_categories
 from pipeline.data.category_sets import set_b
 from pipeline.extract.stage import run_extract
 from pipeline.io import storage
+from pipeline.io.ray_env import RAW_CONSOLE_VAR
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.nets import CategoryMap
 from pipeline.toyworld.generate import generate
@@ -57,6 +61,15 @@ def test_classifier_learns(trained):
     _, categories, payload = load_model(WorkDir(work).model("cls.pt"))
     assert categories.wnids[:6] == tuple(c.wnid for c in read_categories(data))
     assert payload["kind"] == "cls" and payload["input_size"] == 32
+
+
+def test_no_readers_group_outlives_its_fit(trained):
+    """Each worker's readers' CPUs are reserved in a placement group for the fit only."""
+    import ray.util
+
+    groups = ray.util.placement_group_table().values()
+    readers = [g for g in groups if g["name"].startswith("lsda-readers-")]
+    assert readers and {g["state"] for g in readers} == {"REMOVED"}
 
 
 def test_detection_finetune_resumes_after_a_failure_and_leaves_fcA_alone(trained):
@@ -220,3 +233,26 @@ def test_checkpoints_on_s3(trained, s3_bucket):
     summary = run_train_cls(data, work, cfg)
     assert summary["model"] == f"{work}/models/cls.pt" and storage.exists(summary["model"])
     assert storage.find(f"{work}/train/cls", (".pt",))  # Ray Train's checkpoint on S3
+
+
+def test_each_workers_readers_have_their_cpus_so_ray_has_nothing_to_say(trained, tmp_path):
+    """Two workers' readers in CPUs planned for them (pipeline/train/resources.py): with Ray
+    Data's starvation warning at 0 s (60 s by default) and our console filter off, no Ray Data
+    line reaches the console, and the workers' prefixed lines are our progress lines. Before
+    the plan, one worker's readers were granted no CPU while the other's ran: "Cluster
+    resources are not enough to run any task ... The job may hang forever"."""
+    data, work, _ = trained
+    shutil.copytree(Path(work, "extract/cls"), tmp_path / "work/extract/cls")
+    env = {**os.environ, RAW_CONSOLE_VAR: "1", "RAY_DATA_STARVATION_WARNING_DELAY_S": "0"}
+    argv = ["train-cls", "--data", data, "--work", str(tmp_path / "work"), "--config", "toyworld"]
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *argv, "--epochs", "3", "--workers", "2"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    console = (done.stdout + done.stderr).splitlines()
+    print("lsda train-cls, unfiltered console:", *console, sep="\n")
+    assert done.returncode == 0, "\n".join(console[-30:])
+    ray_data = ("may hang", "not enough to run", "(MapWorker", "(MapBatches", "ray.data")
+    assert [x for x in console if any(s in x for s in ray_data)] == []
+    workers = [x for x in console if "(RayTrainWorker" in x]
+    assert len(workers) == 3 and all("train-cls epoch" in x for x in workers)
