@@ -33,10 +33,13 @@ START_ATTEMPTS = 3  # a loaded machine can miss Ray's fixed 30 s node start-up w
 
 # Output that is Ray's own business, kept off the console (its log files have it): its C++
 # core's log lines (core_worker.cc warns about the constructor arguments of every restartable
-# actor: Ray Train's PreemptionWatcher, Ray Data's map workers), and Ray Data's notice that
-# the progress bars we turned off are off.
+# actor: Ray Train's PreemptionWatcher, Ray Data's map workers), Ray Data's notice that
+# the progress bars we turned off are off, and the raylet's notice that it started more than
+# 4 processes per CPU at once (a fit's workers, its controller and its readers' first tasks
+# start together: 0.5-CPU workers and read tasks make that 8 on 2 cores).
 RAY_INTERNAL_LINE = re.compile(
     r"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+\.cc:\d+: |.*Progress bars disabled"
+    r"|^WARNING: \d+ PYTHON worker processes have been started on node"
 )
 RAW_CONSOLE_VAR = "LSDA_RAW_CONSOLE"  # "1": workers' output unfiltered (debugging, tests)
 QUIET_LOGGERS = (

@@ -19,6 +19,7 @@ NOISE = (
     "multiple active Ray instances",
     "PlacementGroupCleaner",
     "PreemptionWatcher",
+    "PYTHON worker processes have been started",
 )
 
 

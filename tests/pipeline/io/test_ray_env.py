@@ -15,6 +15,9 @@ def test_ray_internal_lines_are_told_from_ours():
     assert RAY_INTERNAL_LINE.match(CORE_LINE)
     notice = "2026-11-26 20:49:11,513\tWARNING __init__.py:28 -- Progress bars disabled. To..."
     assert RAY_INTERNAL_LINE.match(notice)
+    starts = ("WARNING: 8 PYTHON worker processes have been started on node: db38 with address: "
+              "127.0.0.1, which is 4x the maximum expected startup concurrency (2).")  # fmt: skip
+    assert RAY_INTERNAL_LINE.match(starts)
     for ours in (
         "train-cls epoch 1/16: loss 2.485, held-out accuracy 0.000, 20 images/s",
         "lsda run: error: no map_det.txt (--debug for the traceback)",
