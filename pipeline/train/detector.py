@@ -225,8 +225,10 @@ def _window_shards(wd: WorkDir, cfg: TrainConfig, payload: dict) -> list[str]:
 def _trained_categories(
     urls: list[str], cfg: TrainConfig, roles: CategoryRoles, categories, cls_url: str
 ) -> list[str]:
-    """The categories whose rows this fine-tune trains (set B; every one for the oracle),
-    each with windows, and every window label known to the classifier."""
+    """The categories whose rows this fine-tune trains (set B; every one for the oracle)
+    that have windows, every window label known to the classifier. A category without any
+    (no box of it gave a window: at the imagenet size, 4 of 200 for the oracle) keeps its
+    classifier row, and is named; no background window, or none at all, is refused."""
     counts = _label_counts(urls)
     excluded = set(roles.held_back)
     unknown = sorted(set(counts) - set(categories.wnids) - {BACKGROUND} - excluded)
@@ -235,9 +237,17 @@ def _trained_categories(
     det = [w for w in roles.detection if w not in excluded]
     trained = det if cfg.oracle else roles.set_b
     empty = [w for w in trained if counts[w] == 0]
-    if empty or counts[BACKGROUND] == 0:
-        raise ValueError(f"no training windows for {', '.join(empty[:10]) or BACKGROUND}")
-    return trained
+    if counts[BACKGROUND] == 0 or len(empty) == len(trained):
+        raise ValueError(f"no training windows for {BACKGROUND if trained else 'any category'}")
+    if empty:
+        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+        print(
+            f"train-det: no training windows for {len(empty)} of "
+            f"{len(trained)} categories ({', '.join(empty[:10])}{more}): their rows stay the "
+            "classifier's",
+            flush=True,
+        )
+    return [w for w in trained if counts[w] > 0]
 
 
 def run_train_det(
