@@ -238,7 +238,8 @@ def _trained_categories(
     trained = det if cfg.oracle else roles.set_b
     empty = [w for w in trained if counts[w] == 0]
     if counts[BACKGROUND] == 0 or len(empty) == len(trained):
-        raise ValueError(f"no training windows for {BACKGROUND if trained else 'any category'}")
+        missing = BACKGROUND if counts[BACKGROUND] == 0 else f"any of its {len(trained)} categories"
+        raise ValueError(f"no training windows for {missing}")
     if empty:
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         print(

@@ -34,7 +34,9 @@ def test_a_category_without_windows_keeps_its_row_and_is_named(monkeypatch, caps
     ]
 
 
-@pytest.mark.parametrize("counts", [{"a": 3}, {BACKGROUND: 5}])
-def test_no_background_or_no_category_at_all_is_refused(monkeypatch, counts):
-    with pytest.raises(ValueError, match="no training windows for"):
+@pytest.mark.parametrize(
+    "counts, missing", [({"a": 3}, BACKGROUND), ({BACKGROUND: 5}, "any of its 4 categories")]
+)
+def test_no_background_or_no_category_at_all_is_refused(monkeypatch, counts, missing):
+    with pytest.raises(ValueError, match=f"no training windows for {missing}$"):
         trained(monkeypatch, counts)
