@@ -192,12 +192,16 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
 
 
 def cpus_per_consumer(consumers: int) -> float:
-    """CPUs for each of ``consumers`` long-lived actors or trainers, leaving one CPU free for
-    the Ray Data tasks (reads, decoding) that feed them: with every CPU held by consumers the
-    input pipeline is never scheduled and the job waits forever."""
+    """CPUs for each of ``consumers`` long-lived actors on this cluster (``consumer_cpus``)."""
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 1)
+    return consumer_cpus(ray.cluster_resources().get("CPU", 1), consumers)
+
+
+def consumer_cpus(cpus: float, consumers: int) -> float:
+    """CPUs for each of ``consumers`` long-lived actors or trainers out of ``cpus``, leaving
+    one CPU free for the Ray Data tasks (reads, decoding) that feed them: with every CPU held
+    by consumers the input pipeline is never scheduled and the job waits forever."""
     return max(0.25, min(1.0, (cpus - 1) / max(consumers, 1)))
 
 

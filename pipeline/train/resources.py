@@ -22,9 +22,10 @@ import uuid
 import warnings
 from dataclasses import dataclass
 
+from pipeline.io.ray_env import consumer_cpus
 from pipeline.train.stream import MAX_READ_TASKS, READ_TASK_CPUS
 
-MIN_SHARE = 0.25  # of a CPU: the least a worker, or its readers, can be planned
+MIN_SHARE = 0.25  # of a CPU: the least a worker (as consumer_cpus), or its readers, can have
 MAX_READER_CPUS = float(MAX_READ_TASKS)  # one CPU per read task of a pass
 RESERVE_TIMEOUT_S = 600  # an autoscaling cluster may take minutes to add the nodes
 
@@ -69,8 +70,8 @@ def plan_training(cluster_cpus: float, workers: int, object_store: float = 0.0) 
             f"each to train and {MIN_SHARE:g} for its readers); the cluster has "
             f"{cluster_cpus:g}: use at most {int(cluster_cpus / (2 * MIN_SHARE))} workers"
         )
-    each = cluster_cpus / workers
-    worker = _floor(max(MIN_SHARE, min(1.0, (cluster_cpus - 1) / workers, each - MIN_SHARE)))
+    # the readers keep at least MIN_SHARE each, however few the CPUs
+    worker = _floor(min(consumer_cpus(cluster_cpus, workers), cluster_cpus / workers - MIN_SHARE))
     readers = min(MAX_READER_CPUS, (cluster_cpus - worker * workers) / workers)
     readers = float(int(readers)) if readers >= 1 else _floor(readers)
     return TrainPlan(workers, worker, readers, object_store / 2 / workers)
