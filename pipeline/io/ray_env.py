@@ -118,18 +118,26 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
 
 def _filter_worker_output() -> None:
     """Workers' output on the console without Ray's internal log lines; our own progress
-    lines (stdout) without the ``(RayTrainWorker pid=...)`` prefix."""
+    lines (stdout) without the ``(RayTrainWorker pid=...)`` prefix. Two paths print there:
+    the log dispatcher (workers' output) and the driver's error listener, which prints the
+    raylet's messages ("N PYTHON worker processes have been started ...") by calling
+    ``print_to_stdstream`` by name; both go through the filtered one."""
     from ray._private import worker as ray_worker
 
-    dispatcher = ray_worker.global_worker_stdstream_dispatcher
+    if getattr(ray_worker.print_to_stdstream, "lsda_filtered", False):
+        return
+    original = ray_worker.print_to_stdstream
 
-    def handler(data: dict) -> None:
+    def filtered(data: dict, ignore_prefix: bool) -> None:
         lines = [x for x in data["lines"] if not RAY_INTERNAL_LINE.match(x)]
         if lines:
-            ray_worker.print_to_stdstream({**data, "lines": lines}, not data["is_err"])
+            original({**data, "lines": lines}, ignore_prefix)
 
+    filtered.lsda_filtered = True
+    ray_worker.print_to_stdstream = filtered
+    dispatcher = ray_worker.global_worker_stdstream_dispatcher
     dispatcher.remove_handler("ray_print_logs")
-    dispatcher.add_handler("ray_print_logs", handler)
+    dispatcher.add_handler("ray_print_logs", lambda data: filtered(data, not data["is_err"]))
 
 
 def _filter_driver_stderr() -> None:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from pipeline.io import storage
-from pipeline.train.stream import RowReader
+from pipeline.train.rows import RowReader
 from schemas.arrow import BACKGROUND
 
 

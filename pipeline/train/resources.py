@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 
 from pipeline.io.ray_env import consumer_cpus
-from pipeline.train.stream import MAX_READ_TASKS, READ_TASK_CPUS
+from pipeline.train.rows import MAX_READ_TASKS, READ_TASK_CPUS
 
 MIN_SHARE = 0.25  # of a CPU: the least a worker (as consumer_cpus), or its readers, can have
 MAX_READER_CPUS = float(MAX_READ_TASKS)  # one CPU per read task of a pass

@@ -19,32 +19,16 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from pipeline.io import storage
+from pipeline.train.rows import MAX_READ_TASKS, READ_TASK_CPUS, RowReader, read_rows
 
 if TYPE_CHECKING:
     from pipeline.train.resources import TrainPlan
-
-
-@dataclass(frozen=True)
-class RowReader:
-    """How a stream reads shard rows: ``keep(metadata columns, **kwargs)`` -> row indices,
-    ``decode(kept rows, **kwargs)`` -> {"image": uint8 (N, H, W, 3), "label": int64 (N,)}."""
-
-    columns: tuple[str, ...]
-    keep: Callable[..., list[int]]
-    decode: Callable[..., dict]
-
-
-READ_ROWS = 512  # rows decoded per output block: bounds memory for 227 px windows
-MAX_READ_TASKS = 8  # per pass and worker: 32 cost 0.85 s a pass where 8 cost 0.4 s (4.5K rows)
-READ_TASK_CPUS = "lsda.read_task_cpus"  # DataContext key: a read task's CPUs (resources.py)
 
 
 def pass_seed(seed: int, *key: int) -> int:
@@ -63,25 +47,6 @@ def deal(files: Sequence[str], rank: int, world: int, seed: int | None = None) -
     return [files[order[i % n]] for i in range(rank, max(n, world), world)]
 
 
-def _read_and_decode(batch: dict, reader: RowReader, kwargs: dict):
-    """One read task: its shards, in order, in blocks of up to ``READ_ROWS`` rows. The
-    metadata columns choose the rows first; only those rows' pixels become Python objects
-    and get decoded (a foreground stream keeps ~15% of the windows)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = list(reader.columns)
-    meta = [c for c in columns if c != "pixels"]
-    for url in batch["url"]:
-        fs, path = storage.get_fs(str(url))
-        with fs.open(path, "rb") as f:
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=READ_ROWS, columns=columns):
-                keep = reader.keep(rb.select(meta).to_pydict(), **kwargs)
-                if keep:
-                    rows = rb.take(pa.array(keep, pa.int64())).to_pydict()
-                    yield reader.decode(rows, **kwargs)
-
-
 def shard_dataset(files: list[str], reader: RowReader, kwargs: dict):
     """A Ray dataset of the decoded rows of ``files``, in file order (the worker sets
     ``preserve_order``): a few read tasks, each reading a run of consecutive files."""
@@ -94,7 +59,7 @@ def shard_dataset(files: list[str], reader: RowReader, kwargs: dict):
     )
     cpus = ray.data.DataContext.get_current().get_config(READ_TASK_CPUS, 1.0)
     return ds.map_batches(
-        _read_and_decode,
+        read_rows,
         batch_size=None,  # one task per block: a run of consecutive files
         fn_kwargs={"reader": reader, "kwargs": kwargs},
         num_cpus=cpus,

@@ -4,6 +4,8 @@ dataset and work dir on a real S3 endpoint (moto) and S3 errors injected for a f
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import pytest
 from pipeline.data.det_reader import read_det_split
 from pipeline.extract.stage import read_manifest
 from pipeline.io import storage
+from pipeline.io.ray_env import RAY_INTERNAL_LINE
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 from schemas.metrics import validate_report
@@ -62,15 +65,13 @@ def test_a_bad_command_is_refused_before_submitting(ray_head):
     assert "required: --data, --work" in r.stderr
 
 
-def test_jobs_status_and_logs(ray_head, tmp_path):
-    r = lsda(ray_head, "submit", "--address", ray_head.address, "--no-wait", "--",
-             "toyworld", "--out", str(tmp_path / "tw"), "--size", "test")  # fmt: skip
-    job_id = r.stdout.split()[-1]
+def test_jobs_status_and_logs(ray_head, s3_run):
+    """Status and logs of a finished job: the faulty extraction's (its own job, waited on)."""
+    job_id = s3_run["faulty"].stdout.splitlines()[0].removeprefix("submitted ")
     status = json.loads(_status_when(ray_head, job_id, ("SUCCEEDED", "FAILED", "STOPPED")).stdout)
     assert status["status"] == "SUCCEEDED", status
     logs = lsda(ray_head, "jobs", "logs", job_id, "--address", ray_head.address).stdout
-    assert "toyworld" in logs
-    assert (tmp_path / "tw/devkit/data/map_det.txt").exists()
+    assert "6 images done, 2 quarantined" in logs
 
 
 def test_a_stopped_job_reports_stopped(ray_head, tmp_path):
@@ -84,12 +85,14 @@ def test_a_stopped_job_reports_stopped(ray_head, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def s3_run(ray_head, s3_server):
+def s3_run(ray_head, s3_server, tiny_world, tmp_path_factory):
     """Extraction of val2 with S3 errors injected for two images (submitted job, through the
-    faulty proxy), then the whole quick run (submitted job, straight to moto)."""
+    faulty proxy), then the whole quick run (submitted job, straight to moto) and, at the
+    same time, the same run on a local copy of the dataset (``lsda run`` in a process of its
+    own, with its own local Ray instance)."""
     bucket = make_bucket(s3_server)
     data, work, config = f"{bucket}/data", f"{bucket}/work", f"{bucket}/smoke.yaml"
-    generate(data, toyworld_config("test", seed=3), workers=1, progress=False)
+    generate(data, toyworld_config("test", seed=3), workers=1, progress=False)  # tiny_world's
     storage.write_text(config, smoke_config())
     images = sorted(a.image_url for a in read_det_split(data, "val2").annotations)
     failing = {images[1], images[6]}  # one in each of the two 4-image shards
@@ -101,12 +104,36 @@ def s3_run(ray_head, s3_server):
         denied = dict(proxy.denied)
     t1 = time.time()
     before = _objects(work)
-    rerun = submit(ray_head, "run", "--data", data, "--work", work, "--config", config,
-                   "--quick", "--no-progress")  # fmt: skip
+    local = tmp_path_factory.mktemp("local")
+    (local / "smoke.yaml").write_text(smoke_config())
+    beside = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "run", "--data", tiny_world, "--work",
+         str(local / "work"), "--config", str(local / "smoke.yaml"), "--quick"],
+        env={**os.environ, "RAY_ADDRESS": ""}, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        rerun = submit(ray_head, "run", "--data", data, "--work", work, "--config", config,
+                       "--quick", "--no-progress")  # fmt: skip
+        console = beside.communicate(timeout=900)[0].splitlines()
+    finally:
+        _stop_group(beside)
     t2 = time.time()
-    print(f"faulty extract job: {t1 - t0:.1f} s; quick run job on S3: {t2 - t1:.1f} s")
+    print(f"faulty extract job: {t1 - t0:.1f} s; quick run job on S3, a local one beside it: "
+          f"{t2 - t1:.1f} s")  # fmt: skip
     return {"data": data, "work": work, "failing": failing, "denied": denied,
-            "faulty": faulty, "before": before, "rerun": rerun}  # fmt: skip
+            "faulty": faulty, "before": before, "rerun": rerun,
+            "local": {"work": local / "work", "console": console,
+                      "returncode": beside.returncode}}  # fmt: skip
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """What a local ``lsda run`` started (its own session: the group is ours)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
 
 
 def _objects(url: str) -> dict[str, tuple]:
@@ -152,6 +179,45 @@ def test_the_quick_run_on_s3_leaves_its_outputs(s3_run):
     assert storage.exists(f"{work}/report/index.html")
     assert storage.exists(f"{work}/models/detector-knn-5.pt")
     assert "knn-5" in s3_run["rerun"].stdout  # the ablation table, in the job's logs
+
+
+# Ray's own lines, as they showed before: its C++ core, the local-instance banner, the token
+# notice, the progress-bar notice, the cleaner's failed look-up, the raylet's start-up count.
+# (A worker that crashes still shows: Ray retries its task, and the user should know.)
+RAY_NOISE = (
+    "core_worker.cc",
+    "Started a local Ray instance",
+    "Token authentication",
+    "Progress bars disabled",
+    "multiple active Ray instances",
+    "PlacementGroupCleaner",
+    "PreemptionWatcher",
+    "PYTHON worker processes have been started",
+)
+ROW_KEYS = ("map_heldout", "map_trained", "map_all")
+
+
+def test_the_same_seed_gives_the_same_rows_on_s3_and_locally_and_ray_stays_quiet(s3_run):
+    """The same dataset, config and seed, run at the same time: on S3 through a Ray job (its
+    val2 partly quarantined and then retried), and locally by ``lsda run`` with its own Ray
+    instance. Every stage from scratch in both, the same rows; and the local console holds
+    our lines only. (The tests that rely on measured figures need this determinism, and so
+    does anyone comparing two runs.)"""
+    local = s3_run["local"]
+    console = local["console"]
+    print("local lsda run --quick, its console:", *console[:40], sep="\n")
+    assert local["returncode"] == 0, "\n".join(console[-30:])
+    noise = [x for x in console if RAY_INTERNAL_LINE.match(x) or any(n in x for n in RAY_NOISE)]
+    assert noise == []
+    assert console[0] == "== extract cls" and console[-1].startswith("report: ")
+    on_s3 = json.loads(storage.read_text(f"{s3_run['work']}/report/metrics.json"))["rows"]
+    here = json.loads((local["work"] / "report/metrics.json").read_text())["rows"]
+    rows = [[[r["name"], *(r[k] for k in ROW_KEYS)] for r in doc] for doc in (on_s3, here)]
+    print("rows (name, held-out, trained, all), S3 and local:", *rows)
+    for a, b in zip(*rows, strict=True):
+        assert a[0] == b[0]
+        for x, y in zip(a[1:], b[1:], strict=True):
+            assert (x is None and y is None) or x == pytest.approx(y, abs=0.001)  # 0.1 mAP
 
 
 def test_credentials_never_appear_in_outputs_or_logs(s3_run, ray_head):

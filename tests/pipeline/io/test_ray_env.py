@@ -10,20 +10,41 @@ CORE_LINE = (
     "'PreemptionWatcher' and ID: '44ce' has constructor arguments in the object store"
 )
 
+STARTS = (
+    "WARNING: 8 PYTHON worker processes have been started on node: db38 with address: "
+    "127.0.0.1, which is 4x the maximum expected startup concurrency (2)."
+)
+
 
 def test_ray_internal_lines_are_told_from_ours():
     assert RAY_INTERNAL_LINE.match(CORE_LINE)
     notice = "2026-11-26 20:49:11,513\tWARNING __init__.py:28 -- Progress bars disabled. To..."
     assert RAY_INTERNAL_LINE.match(notice)
-    starts = ("WARNING: 8 PYTHON worker processes have been started on node: db38 with address: "
-              "127.0.0.1, which is 4x the maximum expected startup concurrency (2).")  # fmt: skip
-    assert RAY_INTERNAL_LINE.match(starts)
+    assert RAY_INTERNAL_LINE.match(STARTS)
     for ours in (
         "train-cls epoch 1/16: loss 2.485, held-out accuracy 0.000, 20 images/s",
         "lsda run: error: no map_det.txt (--debug for the traceback)",
         "Traceback (most recent call last):",
     ):
         assert not RAY_INTERNAL_LINE.match(ours)
+
+
+def test_the_raylets_messages_to_the_driver_are_filtered_too():
+    """The raylet's warnings reach the driver as error messages, printed by Ray's error
+    listener through ``print_to_stdstream`` (not the log dispatcher): filtered the same."""
+    code = (
+        "from ray._private import worker\n"
+        "from pipeline.io.ray_env import _filter_worker_output\n"
+        "_filter_worker_output()\n"
+        "_filter_worker_output()  # twice: still one filter\n"
+        f"lines = [{STARTS!r}, 'ours']\n"
+        "worker.print_to_stdstream({'lines': lines, 'pid': 'raylet', 'is_err': False}, False)\n"
+        "worker.stdout_deduplicator.flush()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    printed = out.stdout.splitlines()
+    assert len(printed) == 1 and printed[0].endswith(" ours"), printed
 
 
 def test_the_driver_stderr_filter_drops_core_lines_and_keeps_the_rest_to_the_end():
