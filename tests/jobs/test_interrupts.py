@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.extract.stage import read_manifest
+from pipeline.extract.stage import read_manifest, run_extract
+from schemas.config import load_config
 
 pytestmark = pytest.mark.slow
 STOP_WITHIN_S = 30
@@ -148,13 +149,13 @@ def stop_and_time(proc: subprocess.Popen, sig: signal.Signals) -> tuple[float, s
     return time.monotonic() - t0, err
 
 
-def test_a_signal_stops_training_and_run(tiny_world, tmp_path):
-    """SIGTERM after train-cls's first epoch; SIGINT to `lsda run` during its extraction."""
+def test_a_signal_stops_training_and_run(tiny_world, tmp_path, ray_local):
+    """SIGTERM after train-cls's first epoch; SIGINT to `lsda run` during its extraction.
+    (The classification shards train-cls reads are extracted here, in the session's Ray.)"""
     work = tmp_path / "work"
     config = ["--config", "configs/toyworld.yaml"]
-    prepare = [sys.executable, "-m", "jobs.cli", "extract", "--data", tiny_world, "--work",
-               str(work), "--split", "cls", *config, "--no-progress"]  # fmt: skip
-    assert subprocess.run(prepare, capture_output=True, timeout=600).returncode == 0
+    extract = load_config("configs/toyworld.yaml").extract
+    run_extract(tiny_world, str(work), "cls", extract, progress=False)
     train = [sys.executable, "-m", "jobs.cli", "train-cls", "--data", tiny_world, "--work",
              str(work), *config, "--epochs", "200", "--workers", "1"]  # fmt: skip
     proc = start(train)
