@@ -126,6 +126,24 @@ def smoke_config(shard_size: int = 4, workers: int = 2) -> str:
     return yaml.safe_dump(doc)
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """Kill what a driver started in its own session (``start_new_session=True``): the group
+    is ours, its local Ray included."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def stop_and_time(proc: subprocess.Popen, sig: signal.Signals) -> tuple[float, str]:
+    """Send ``sig``; the seconds until the driver exited, and its stderr."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return time.monotonic() - t0, err
+
+
 EXPECTED_SKIP = "expected:"  # the reason of a skip that is by design (e.g. on a GPU machine)
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from pipeline.extract.stage import read_manifest, run_extract
 from schemas.config import load_config
+from tests.conftest import stop_and_time, stop_group
 
 pytestmark = pytest.mark.slow
 STOP_WITHIN_S = 30
@@ -52,14 +53,6 @@ def wait_for_markers(
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"{n} shards not done in {timeout_s} s"
         time.sleep(0.1)
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is ours
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def temp_files(work: Path) -> list[Path]:
@@ -140,13 +133,6 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 300) -> 
         if text in line:
             return lines
     raise AssertionError(f"no {text!r} in {timeout_s} s: {''.join(lines)}")
-
-
-def stop_and_time(proc: subprocess.Popen, sig: signal.Signals) -> tuple[float, str]:
-    t0 = time.monotonic()
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    return time.monotonic() - t0, err
 
 
 def test_a_signal_stops_training_and_run(tiny_world, tmp_path, ray_local):

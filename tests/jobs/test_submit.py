@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pipeline.io.ray_env import RAY_INTERNAL_LINE
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 from schemas.metrics import validate_report
-from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket, smoke_config
+from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket, smoke_config, stop_group
 from tests.s3_faults import FaultyS3
 
 pytestmark = pytest.mark.slow
@@ -118,7 +117,7 @@ def s3_run(ray_head, s3_server, tiny_world, tmp_path_factory):
                        "--quick", "--no-progress")  # fmt: skip
         console = beside.communicate(timeout=900)[0].splitlines()
     finally:
-        _stop_group(beside)
+        stop_group(beside)
     t2 = time.time()
     print(f"faulty extract job: {t1 - t0:.1f} s; quick run job on S3, a local one beside it: "
           f"{t2 - t1:.1f} s")  # fmt: skip
@@ -126,15 +125,6 @@ def s3_run(ray_head, s3_server, tiny_world, tmp_path_factory):
             "faulty": faulty, "before": before, "rerun": rerun,
             "local": {"work": local / "work", "console": console,
                       "returncode": beside.returncode}}  # fmt: skip
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """What a local ``lsda run`` started (its own session: the group is ours)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def _objects(url: str) -> dict[str, tuple]:

@@ -16,6 +16,7 @@ from pipeline.toyworld.generate import generate
 from pipeline.workdir import ablation_models
 from schemas.config import PipelineConfig, toyworld_config
 from schemas.metrics import validate_detector_metrics, validate_report
+from tests.conftest import stop_and_time, stop_group
 
 pytestmark = pytest.mark.slow
 CONFIG = "toyworld"
@@ -274,16 +275,9 @@ def test_detect_on_images_stops_on_sigterm_and_resumes(quick_run, tmp_path):
         while not set(Path(work, "detect/_images").glob("*/_done/part-00000.json")) - earlier:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-        took = time.monotonic() - t0
+        took, err = stop_and_time(proc, signal.SIGTERM)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: what it started
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        stop_group(proc)
     print(f"SIGTERM: detect --images stopped in {took:.1f} s")
     assert proc.returncode == 143 and "lsda detect: stopped by SIGTERM" in err, err
     assert took < 30
