@@ -78,8 +78,7 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
     multiple active Ray instances"."""
     import ray
 
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_loggers()
     last: Exception | None = None
     for attempt in range(START_ATTEMPTS):
         port = free_port()  # the dashboard serves the State API: ours, by address
@@ -111,7 +110,19 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
             "overloaded: retry, or start Ray with `ray start --head` and pass its address "
             "in RAY_ADDRESS"
         ) from last
-    if log_to_driver and os.environ.get(RAW_CONSOLE_VAR) != "1":  # a console: the CLI's
+    if log_to_driver:  # a console: the CLI's
+        _filter_console()
+
+
+def _quiet_loggers() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _filter_console() -> None:
+    """Our lines only on the driver's console (unless ``LSDA_RAW_CONSOLE=1``): a terminal's,
+    or a submitted job's, whose logs ``lsda submit`` and ``lsda jobs logs`` show."""
+    if os.environ.get(RAW_CONSOLE_VAR) != "1":
         _filter_worker_output()
         _filter_driver_stderr()
 
@@ -194,7 +205,13 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         # refuses keys set in both unless told that the driver's win: they should, since a
         # flag such as --s3-endpoint on the job's command line is newer than the job's env.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-        ray.init(address=address, runtime_env={"env_vars": worker_env()} if worker_env() else None)
+        _quiet_loggers()
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": worker_env()} if worker_env() else None,
+            logging_level=logging.WARNING,  # not "Connecting to existing Ray cluster at ..."
+        )
+        _filter_console()
     else:
         start_local_ray(num_cpus)
 

@@ -1,11 +1,9 @@
 """``lsda submit`` against a real ``ray start --head`` (token authentication on), with the
-dataset and work dir on a real S3 endpoint (moto) and S3 errors injected for a few images;
-the same quick run, started locally beside the submitted one, gives the same rows."""
+dataset and work dir on a real S3 endpoint (moto) and S3 errors injected for a few images."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ from pipeline.io.ray_env import RAY_INTERNAL_LINE
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 from schemas.metrics import validate_report
-from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket, smoke_config, stop_group
+from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket, smoke_config
 from tests.s3_faults import FaultyS3
 
 pytestmark = pytest.mark.slow
@@ -85,11 +83,9 @@ def test_a_stopped_job_reports_stopped(ray_head, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def s3_run(ray_head, s3_server, tiny_world, tmp_path_factory):
+def s3_run(ray_head, s3_server, tmp_path_factory):
     """Extraction of val2 with S3 errors injected for two images (submitted job, through the
-    faulty proxy), then the whole quick run (submitted job, straight to moto) and, at the
-    same time, the same run on a local copy of the dataset (``lsda run`` in a process of its
-    own, with its own local Ray instance)."""
+    faulty proxy), then the whole quick run (submitted job, straight to moto)."""
     bucket = make_bucket(s3_server)
     data, work, config = f"{bucket}/data", f"{bucket}/work", f"{bucket}/smoke.yaml"
     generate(data, toyworld_config("test", seed=3), workers=1, progress=False)  # tiny_world's
@@ -104,27 +100,11 @@ def s3_run(ray_head, s3_server, tiny_world, tmp_path_factory):
         denied = dict(proxy.denied)
     t1 = time.time()
     before = _objects(work)
-    local = tmp_path_factory.mktemp("local")
-    (local / "smoke.yaml").write_text(smoke_config())
-    beside = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "run", "--data", tiny_world, "--work",
-         str(local / "work"), "--config", str(local / "smoke.yaml"), "--quick"],
-        env={**os.environ, "RAY_ADDRESS": ""}, cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        rerun = submit(ray_head, "run", "--data", data, "--work", work, "--config", config,
-                       "--quick", "--no-progress")  # fmt: skip
-        console = beside.communicate(timeout=900)[0].splitlines()
-    finally:
-        stop_group(beside)
-    t2 = time.time()
-    print(f"faulty extract job: {t1 - t0:.1f} s; quick run job on S3, a local one beside it: "
-          f"{t2 - t1:.1f} s")  # fmt: skip
+    rerun = submit(ray_head, "run", "--data", data, "--work", work, "--config", config,
+                   "--quick", "--no-progress")  # fmt: skip
+    print(f"faulty extract job: {t1 - t0:.1f} s; quick run job on S3: {time.time() - t1:.1f} s")
     return {"data": data, "work": work, "failing": failing, "denied": denied,
-            "faulty": faulty, "before": before, "rerun": rerun,
-            "local": {"work": local / "work", "console": console,
-                      "returncode": beside.returncode}}  # fmt: skip
+            "faulty": faulty, "before": before, "rerun": rerun}  # fmt: skip
 
 
 def _objects(url: str) -> dict[str, tuple]:
@@ -185,30 +165,16 @@ RAY_NOISE = (
     "PreemptionWatcher",
     "PYTHON worker processes have been started",
 )
-ROW_KEYS = ("map_heldout", "map_trained", "map_all")
 
 
-def test_the_same_seed_gives_the_same_rows_on_s3_and_locally_and_ray_stays_quiet(s3_run):
-    """The same dataset, config and seed, run at the same time: on S3 through a Ray job (its
-    val2 partly quarantined and then retried), and locally by ``lsda run`` with its own Ray
-    instance. Every stage from scratch in both, the same rows; and the local console holds
-    our lines only. (The tests that rely on measured figures need this determinism, and so
-    does anyone comparing two runs.)"""
-    local = s3_run["local"]
-    console = local["console"]
-    print("local lsda run --quick, its console:", *console[:40], sep="\n")
-    assert local["returncode"] == 0, "\n".join(console[-30:])
+def test_the_jobs_console_holds_our_lines_only(s3_run):
+    """The whole quick run's console (the job's logs, through the same filter as a terminal's
+    `lsda run`): our stage lines, no line of Ray's own."""
+    console = s3_run["rerun"].stdout.splitlines()
+    print("lsda run --quick as a job, its console:", *console[:40], sep="\n")
     noise = [x for x in console if RAY_INTERNAL_LINE.match(x) or any(n in x for n in RAY_NOISE)]
-    assert noise == []
-    assert console[0] == "== extract cls" and console[-1].startswith("report: ")
-    on_s3 = json.loads(storage.read_text(f"{s3_run['work']}/report/metrics.json"))["rows"]
-    here = json.loads((local["work"] / "report/metrics.json").read_text())["rows"]
-    rows = [[[r["name"], *(r[k] for k in ROW_KEYS)] for r in doc] for doc in (on_s3, here)]
-    print("rows (name, held-out, trained, all), S3 and local:", *rows)
-    for a, b in zip(*rows, strict=True):
-        assert a[0] == b[0]
-        for x, y in zip(a[1:], b[1:], strict=True):
-            assert (x is None and y is None) or x == pytest.approx(y, abs=0.001)  # 0.1 mAP
+    assert noise == [], "\n".join(noise[:20])
+    assert "== extract cls" in console and any(x.startswith("report: ") for x in console)
 
 
 def test_credentials_never_appear_in_outputs_or_logs(s3_run, ray_head):
