@@ -73,7 +73,9 @@ def free_port() -> int:
 
 def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """A local Ray instance bound to 127.0.0.1 only (tests, benchmarks, laptops), retried on a
-    slow start. Its workers find it by address: with another local instance on the machine,
+    slow start. Always a new one (``address="local"``): without it, ``ray.init`` joins the
+    last cluster that ``ray start`` (or ``ray.cluster_utils.Cluster``) recorded on this
+    machine. Its workers find it by address: with another local instance on the machine,
     Ray's own look-ups (Ray Train's placement-group cleaner) would otherwise fail with "found
     multiple active Ray instances"."""
     import ray
@@ -85,6 +87,7 @@ def start_local_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> 
         env = {**worker_env(), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         try:
             ray.init(
+                address="local",
                 num_cpus=num_cpus,
                 # The dashboard serves the State API that Ray Train's placement-group cleaner
                 # polls (without it, a warning every few seconds); on loopback only. None,
@@ -206,14 +209,25 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         # flag such as --s3-endpoint on the job's command line is newer than the job's env.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         _quiet_loggers()
+        env = {**worker_env(), **joined_address_env(address or os.environ["RAY_ADDRESS"])}
         ray.init(
             address=address,
-            runtime_env={"env_vars": worker_env()} if worker_env() else None,
+            runtime_env={"env_vars": env} if env else None,
             logging_level=logging.WARNING,  # not "Connecting to existing Ray cluster at ..."
         )
         _filter_console()
     else:
         start_local_ray(num_cpus)
+
+
+def joined_address_env(address: str) -> dict[str, str]:
+    """The joined cluster's GCS address (host:port, as a job's driver gets it) for its workers:
+    Ray Train's placement-group cleaner finds the State API from it. Without it, on a machine
+    with more than one Ray instance, the cleaner guessed, picked another one and died with a
+    traceback in the job's logs."""
+    if "://" in address or ":" not in address:  # ray://, http:// or "auto": Ray resolves them
+        return {}
+    return {"RAY_ADDRESS": address}
 
 
 def cpus_per_consumer(consumers: int) -> float:

@@ -1,9 +1,10 @@
+import os
 import subprocess
 import sys
 
 import pytest
 
-from pipeline.io.ray_env import RAY_INTERNAL_LINE
+from pipeline.io.ray_env import RAY_INTERNAL_LINE, joined_address_env
 
 CORE_LINE = (
     "[2026-11-26 21:08:15,009 E 10243 10243] core_worker.cc:2465: Actor with class name: "
@@ -92,3 +93,28 @@ def test_a_slow_start_is_retried_then_named(monkeypatch):
     monkeypatch.setattr(ray, "init", never)
     with pytest.raises(ray_env.RayStartError, match="did not start in 3 tries.*timed out"):
         ray_env.start_local_ray(num_cpus=1, log_to_driver=False)
+
+
+def test_a_local_instance_is_new_even_where_ray_start_recorded_a_cluster():
+    """``ray.init()`` without an address joins the last cluster that ``ray start`` (or
+    ``ray.cluster_utils.Cluster``) recorded on the machine; our local instance must be a new
+    one all the same (it was not: `lsda extract` beside the cluster test failed to start)."""
+    code = (
+        "import ray, ray._private.services as services\n"
+        "services.find_bootstrap_address = lambda temp_dir=None: '127.0.0.1:9'  # recorded\n"
+        "from pipeline.io.ray_env import start_local_ray\n"
+        "start_local_ray(num_cpus=1, log_to_driver=False)\n"
+        "print('cpus', ray.cluster_resources()['CPU'])\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0 and "cpus 1.0" in out.stdout, out.stderr[-2000:]
+
+
+def test_a_joined_clusters_workers_get_its_gcs_address():
+    assert joined_address_env("127.0.0.1:6379") == {"RAY_ADDRESS": "127.0.0.1:6379"}
+    for resolved_by_ray in ("auto", "ray://head:10001", "http://head:8265"):
+        assert joined_address_env(resolved_by_ray) == {}
