@@ -83,7 +83,7 @@ def test_a_stopped_job_reports_stopped(ray_head, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def s3_run(ray_head, s3_server, tmp_path_factory):
+def s3_run(ray_head, s3_server):
     """Extraction of val2 with S3 errors injected for two images (submitted job, through the
     faulty proxy), then the whole quick run (submitted job, straight to moto)."""
     bucket = make_bucket(s3_server)
