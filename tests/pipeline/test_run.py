@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from jobs.cli import main
+from pipeline import lineage
 from pipeline.model.checkpoints import load_model
 from pipeline.run import run_pipeline
 from pipeline.toyworld.generate import generate
@@ -262,10 +263,11 @@ def test_the_same_seed_gives_the_same_model(quick_run):
     on measured figures need this, and so does anyone comparing two runs. (Proposals:
     ``tests/pipeline/extract/test_proposals.py``.)"""
     data, work, _ = quick_run
-    recorded = json.loads(Path(work, "models/det-bg.pt.inputs.json").read_text())["inputs"]
-    cfg = replace(load_config(CONFIG, quick=True).train_det, **recorded["config"])
+    model = WorkDir(work).model("det-bg.pt")
+    settings = lineage.recorded(model)["inputs"]["config"]
+    cfg = replace(load_config(CONFIG, quick=True).train_det, **settings)
     run_train_det(data, work, cfg, name="bg-again")
-    first, _, _ = load_model(WorkDir(work).model("det-bg.pt"))
+    first, _, _ = load_model(model)
     again, _, _ = load_model(WorkDir(work).model("det-bg-again.pt"))
     a, b = first.state_dict(), again.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
