@@ -16,6 +16,7 @@ STAGES = {
     "train-cls": "jobs.train_cls",
     "train-det": "jobs.train_det",
     "adapt": "jobs.adapt",
+    "mil": "jobs.mil",
     "detect": "jobs.detect",
     "evaluate": "jobs.evaluate",
     "score-vocab": "jobs.score_vocab",

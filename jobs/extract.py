@@ -14,7 +14,12 @@ DESCRIPTION = "extract proposals, warped training windows or classification shar
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset root URL")
     p.add_argument("--work", required=True, help="work dir URL (outputs under WORK/extract/)")
-    p.add_argument("--split", required=True, choices=("det-train", "val", "val1", "val2", "cls"))
+    p.add_argument(
+        "--split",
+        required=True,
+        choices=("det-train", "val", "val1", "val2", "cls", "mil"),
+        help="mil: the held-out categories' classification images as bags (lsda mil)",
+    )
     p.add_argument(
         "--windows",
         action=argparse.BooleanOptionalAction,
@@ -32,6 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_max_bad(p)
     add_config(p, "extract", "categories", skip=("pixel_mean",))
+    p.add_argument(
+        "--images-per-category",
+        type=int,
+        help="mil: the classification images sampled per category (default: the config's [mil])",
+    )
+    p.add_argument(
+        "--leaves",
+        action=argparse.BooleanOptionalAction,
+        help="mil: bags of the leaf categories too, not set A's only (default: [mil])",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         oracle=args.oracle,
         sets=config_from_args(args, "categories"),
         max_bad=args.max_bad,
+        bags=config_from_args(args, "mil"),
     )
     print(format_summary(summary))
     print(json.dumps(summary))

@@ -1,7 +1,8 @@
 """``lsda run``: the whole pipeline and the paper's ablation on one dataset.
 
-extract (cls, det-train, val1, val2) -> train-cls -> train-det (background only, all layers +
-fcB, oracle) -> adapt (k-NN, global average) -> detect (val2) -> evaluate -> report. Every
+extract (cls, det-train, val1, val2, mil) -> train-cls -> train-det (background only, all
+layers + fcB, oracle) -> adapt (k-NN, global average) -> mil (the k-NN detector's held-out rows
+refined on their classification images) -> detect (val2) -> evaluate -> report. Every
 stage skips what is already finished in the work dir, so a re-run resumes.
 """
 
@@ -18,9 +19,18 @@ from pipeline.evaluate.stage import run_evaluate
 from pipeline.extract.stage import format_summary, run_extract
 from pipeline.failures import DEFAULT_MAX_BAD
 from pipeline.io import storage
+from pipeline.mil.stage import run_mil
 from pipeline.train.classifier import run_train_cls
 from pipeline.train.detector import run_train_det
-from pipeline.workdir import AVG_OFFSET, FINETUNES, WorkDir, ablation_models, knn_name
+from pipeline.workdir import (
+    AVG_OFFSET,
+    FINETUNES,
+    MIL_SPLIT,
+    WorkDir,
+    ablation_models,
+    knn_name,
+    mil_name,
+)
 from schemas.config import RunConfig, load_config
 
 
@@ -40,9 +50,10 @@ def extract_all(
     data: str, work: str, cfg: RunConfig, timed: Timings, progress: bool, max_bad: float
 ) -> None:
     """Every split the run reads; the training splits twice: labelled by set B's boxes, and by
-    every box for the oracle."""
+    every box for the oracle; the held-out categories' bags for ``lsda mil``."""
     splits = [(s, False) for s in ("cls", "det-train", "val1", cfg.run.eval_split)]
     splits += [("det-train", True), ("val1", True)]
+    splits += [(MIL_SPLIT, False)] if cfg.run.mil else []
     for split, oracle in splits:
         summary = timed(
             "extract",
@@ -55,6 +66,7 @@ def extract_all(
             oracle=oracle,
             sets=cfg.categories,
             max_bad=max_bad,
+            bags=cfg.mil,
             label=split + (" (oracle's windows)" if oracle else ""),
         )
         print(format_summary(summary), flush=True)
@@ -92,12 +104,25 @@ def adapt_all(work: str, cfg: RunConfig, roles: CategoryRoles, timed: Timings) -
     timed("adapt", run_adapt, work, base, num_b, name=AVG_OFFSET, label=AVG_OFFSET)
 
 
+def refine_all(data: str, work: str, cfg: RunConfig, timed: Timings) -> None:
+    """The k-NN detector's held-out rows refined on their classification images."""
+    knn = knn_name(cfg.run.k)
+    summary = timed("mil", run_mil, data, work, cfg.mil, base=knn, label=mil_name(knn))
+    if not summary.get("skipped"):
+        print(
+            f"mil: {summary['refined']} categories refined on {summary['bags']} bags, "
+            f"{summary['cpu_seconds_per_category']} CPU s per category",
+            flush=True,
+        )
+
+
 def detect_and_evaluate(
     data: str, work: str, cfg: RunConfig, roles: CategoryRoles, timed: Timings
 ) -> dict[str, dict]:
     """Every row's detector on the evaluation split; each row's metrics."""
     wd, split = WorkDir(work), cfg.run.eval_split
-    models = {row: wd.model(stem) for row, stem in ablation_models(cfg.run.k).items()}
+    rows = ablation_models(cfg.run.k, cfg.run.mil)
+    models = {row: wd.model(stem) for row, stem in rows.items()}
     timed(
         "detect",
         run_detect,
@@ -133,6 +158,8 @@ def run_pipeline(
     extract_all(data, work, cfg, timed, progress, max_bad)
     train_all(data, work, cfg, timed)
     adapt_all(work, cfg, roles, timed)
+    if cfg.run.mil:
+        refine_all(data, work, cfg, timed)
     metrics = detect_and_evaluate(data, work, cfg, roles, timed)
     timed["total"] = round(time.time() - t0, 1)
     return timed("report", write_report, data, work, metrics, cfg.run, timed)

@@ -7,11 +7,13 @@ path under WORK.
     WORK/train/<run>/              Ray Train's checkpoints of a fine-tune in progress
     WORK/models/                   cls.pt, det-<fine-tune>.pt, detector-<adapted>.pt
     WORK/adapt/<name>/             neighbours.parquet (who lent each held-out row its offset)
+    WORK/mil/<name>/               lsda mil's refined rows per task, markers, summary.json
     WORK/detect/<model>/<split>/   detections.parquet, detections.json (COCO), drawn/
     WORK/evaluate/<model>/<split>/ metrics.json, ap.png
     WORK/report/                   index.html, metrics.json, charts
 
-A split name is ``det-train``, ``val1``, ``val2``, ``cls`` or ``images`` (``detect --images``).
+A split name is ``det-train``, ``val1``, ``val2``, ``cls``, ``mil`` (the held-out categories'
+classification images as bags, ``lsda mil``) or ``images`` (``detect --images``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from schemas.config import PipelineConfig
 CLASSIFIER = "cls"
 ORACLE_SUFFIX = "-oracle"  # extract/<split>-oracle: windows labelled with every category's box
 AVG_OFFSET = "avg-offset"
+MIL_SPLIT = "mil"
 
 
 def labelled_split(split: str, oracle: bool = False) -> str:
@@ -122,6 +125,10 @@ class WorkDir:
     def metrics(self, model: str, split: str, level: str = "category") -> str:
         return self.evaluation_file(model, split, "metrics.json", level)
 
+    def mil(self, name: str) -> str:
+        """``lsda mil``'s tasks (rows and markers) and summary for ``detector-<name>.pt``."""
+        return self._join("mil", name)
+
     def report(self) -> str:
         return self._join("report")
 
@@ -139,13 +146,21 @@ DEFAULT_DETECTOR = adapted_stem(knn_name(PipelineConfig.k))
 DEFAULT_BASE = finetune_run(FINETUNES["all-layers"])
 
 
-def ablation_models(k: int) -> dict[str, str]:
-    """The paper's Table 1 rows in order -> the model stem each evaluates (WorkDir.model)."""
-    return {
+def mil_name(base: str) -> str:
+    """The name of ``lsda mil``'s refinement of the adapted detector ``base``."""
+    return f"{base}-mil"
+
+
+def ablation_models(k: int, mil: bool = False) -> dict[str, str]:
+    """The paper's Table 1 rows in order -> the model stem each evaluates (WorkDir.model);
+    with ``mil``, the k-NN detector refined on its classification images before the oracle."""
+    rows = {
         "classifier": CLASSIFIER,
         "bg-only": finetune_run(FINETUNES["bg-only"]),
         "all-layers": finetune_run(FINETUNES["all-layers"]),
         knn_name(k): adapted_stem(knn_name(k)),
         AVG_OFFSET: adapted_stem(AVG_OFFSET),
-        "oracle": finetune_run(FINETUNES["oracle"]),
     }
+    if mil:
+        rows[mil_name(knn_name(k))] = adapted_stem(mil_name(knn_name(k)))
+    return {**rows, "oracle": finetune_run(FINETUNES["oracle"])}

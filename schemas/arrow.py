@@ -42,6 +42,22 @@ CLS_SCHEMA = pa.schema(
     ]
 )
 
+# The ``mil`` split: a sample of each held-out category's classification images, one bag per
+# image (``lsda mil`` warps its windows again, as detection does: stored windows would be
+# TBs at ImageNet's size). Files are ``image_url``; tar members ``image_url`` at ``offset``.
+BAG_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),  # <wnid>/<name>
+        ("wnid", pa.string()),  # the bag's label: the image's category
+        ("image_url", pa.string()),  # relative to the dataset's root
+        ("offset", pa.int64()),  # tar members: where the bytes start; -1 for files
+        ("size", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("boxes", pa.list_(pa.float32())),  # the whole image first, then the proposals
+    ]
+)
+
 MANIFEST_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),

@@ -229,6 +229,7 @@ class PipelineConfig:
     actors: int = 2  # scoring actors
     draw: int = 6  # example images in the report
     bg_only_iterations: int = 0  # 0: as many as train_det.iterations
+    mil: bool = True  # the knn-<k>-mil row: lsda extract --split mil, lsda mil ([mil])
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,29 @@ class VocabPostConfig:
 
 
 @dataclass(frozen=True)
+class MilConfig:
+    """Multiple-instance refinement of the held-out rows (``[mil]``, ``lsda extract --split
+    mil`` and ``lsda mil``; pipeline/mil/refine.py). Chosen on val1's set-A boxes, never on
+    val2 (docs/mil.md)."""
+
+    images_per_category: int = 50  # bags per category: a seeded sample of its images
+    leaves: bool = True  # the leaf categories without boxes too (score-vocab's); off: set A
+    rounds: int = 2  # choose positives, refit the row; again
+    top: int = 1  # positives per bag and round
+    lam: float = 1e-3  # pull towards the k-NN adapted row
+    steps: int = 200  # L-BFGS iterations per round
+    negatives: int = 16384  # background windows of DET train, read once per actor
+    categories_per_task: int = 64  # one Ray Data row of work: these categories' bags
+    actors: int = 2  # feature actors (each holds layers 1-7 and the negatives' features)
+
+    def __post_init__(self) -> None:
+        if self.images_per_category < 1 or self.rounds < 1 or self.top < 1:
+            raise ValueError("images_per_category, rounds and top must be >= 1")
+        if self.lam < 0 or self.negatives < 1 or self.categories_per_task < 1:
+            raise ValueError("lam must be >= 0; negatives, categories_per_task >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole config file: one dataclass per YAML section."""
 
@@ -288,6 +312,7 @@ class RunConfig:
     detect: PostConfig = PostConfig()
     score_vocab: VocabPostConfig = VocabPostConfig()
     run: PipelineConfig = PipelineConfig()
+    mil: MilConfig = MilConfig()
 
 
 def _section(cls: type, values: dict[str, Any], where: str) -> Any:

@@ -19,7 +19,7 @@ from pipeline.evaluate.category_page import best_per_category, write_category_pa
 from pipeline.evaluate.charts import curves_chart, error_chart, relative_chart
 from pipeline.evaluate.stage import ground_truth
 from pipeline.io import storage
-from pipeline.workdir import FINETUNES, WorkDir, knn_name
+from pipeline.workdir import FINETUNES, WorkDir, knn_name, mil_name
 from schemas.config import PipelineConfig, to_dict
 from schemas.metrics import validate_report
 
@@ -157,6 +157,28 @@ def _img(url: str) -> str:
     return f'<img src="data:image/{kind};base64,{data}">'
 
 
+MIL_KEYS = ("refined", "bags", "windows", "cpu_seconds_per_category", "seconds", "skipped_bags")
+
+
+def mil_summary(work: str, run_cfg: PipelineConfig) -> dict | None:
+    """What ``lsda mil`` did for the report: categories, bags, its cost per category."""
+    url = storage.join(WorkDir(work).mil(mil_name(knn_name(run_cfg.k))), "summary.json")
+    if not run_cfg.mil or not storage.exists(url):
+        return None
+    summary = json.loads(storage.read_text(url))
+    return {k: summary[k] for k in MIL_KEYS}
+
+
+def mil_line(mil: dict | None) -> str:
+    if not mil:
+        return ""
+    return (
+        f"<p>The -mil row: {mil['refined']} held-out rows refined on {mil['bags']} of their "
+        f"classification images ({mil['windows']} windows), "
+        f"{mil['cpu_seconds_per_category']} CPU seconds per category (docs/mil.md).</p>"
+    )
+
+
 def write_report(
     data: str, work: str, metrics: dict[str, dict], run_cfg: PipelineConfig, timings: dict
 ) -> dict:
@@ -179,6 +201,9 @@ def write_report(
             n: {k: v for k, v in m.items() if k != "categories"} for n, m in metrics.items()
         },
     }
+    mil = mil_summary(work, run_cfg)
+    if mil:
+        doc["mil"] = mil
     problems = validate_report(doc)
     if problems:
         raise RuntimeError(f"report metrics.json would not fit its schema: {problems}")
@@ -214,7 +239,7 @@ img{{margin:4px;max-width:100%}}</style></head><body>
 <h1>LSDA ablation on {html.escape(data)}</h1>
 <p>mAP (%) on {html.escape(split)}, ILSVRC devkit protocol. Held-out: categories
 without boxes (set A); trained: set B. All numbers: <a href="metrics.json">metrics.json</a>.</p>
-{ablation_table(rows, split)}
+{ablation_table(rows, split)}{mil_line(mil)}
 <h2>Relative effectiveness</h2>{_img(storage.join(rdir, "relative.png"))}
 <h2>False positives on held-out categories</h2>{_img(storage.join(rdir, "errors.png"))}
 <h2>Training curves</h2>{_img(storage.join(rdir, "curves.png"))}

@@ -6,6 +6,8 @@ folders and adds up counts, and never holds an image's row or an annotation's by
   boxes (``only_boxes_of``) and caps the images per synset (``cap_per_class``); both act per
   image or per folder, so a task needs nothing from the others.
 - ``val`` and its subsets (20K images, one flat folder): one task.
+- ``mil``: the ``cls`` index, and one task per index table samples its held-out categories'
+  images (``sample_bags``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pipeline.data.cls_index import index_cls
 from pipeline.data.cls_reader import read_cls_images
 from pipeline.data.det_reader import det_train_folders, read_det_split
 from pipeline.io import storage
-from pipeline.workdir import WorkDir
+from pipeline.workdir import MIL_SPLIT, WorkDir
 from schemas.config import ExtractConfig
 from schemas.records import Problem
 
@@ -130,15 +132,51 @@ def det_table(
     return table, table.num_rows, problems
 
 
+def sample_bags(
+    table: pa.Table, exclude: list[str], only: list[str] | None, per_category: int, seed: int
+) -> tuple:
+    """A read task: the ``mil`` split's images in one cls index table (whole synsets): every
+    category outside ``exclude`` (set B, held back; of ``only`` unless None), at most
+    ``per_category`` images each,
+    the first by ``sha1(f"{seed}:{image_id}")``: a seeded sample, the same whatever the
+    listing's order. The sample is drawn from the images the readers listed: those they
+    refused are the ``cls`` split's manifest's. Returns the table and its row count."""
+    skip, keep = set(exclude), None if only is None else set(only)
+    rows = [
+        r
+        for r in table.to_pylist()
+        if r["wnid"] and r["wnid"] not in skip and (keep is None or r["wnid"] in keep)
+    ]
+    by_wnid: dict[str, list[dict]] = {}
+    for r in rows:
+        by_wnid.setdefault(r["wnid"], []).append(r)
+    kept = []
+    for group in by_wnid.values():
+        group.sort(key=lambda r: hashlib.sha1(f"{seed}:{r['image_id']}".encode()).hexdigest())
+        kept += group[:per_category]
+    out = pa.Table.from_pylist(kept, schema=table.schema)
+    return out, out.num_rows
+
+
 def split_inputs(
-    data: str, work: str, split: str, cfg: ExtractConfig, boxes_of: list[str] | str
+    data: str,
+    work: str,
+    split: str,
+    cfg: ExtractConfig,
+    boxes_of: list[str] | str,
+    bags: tuple = ([], None, 0),
 ) -> tuple[list, list[int], list[Problem]]:
-    """``split``'s input tables (object refs), their row counts and the problems found."""
+    """``split``'s input tables (object refs), their row counts and the problems found.
+    ``bags`` (``mil``): ``sample_bags``' categories to leave out, to keep, images per one."""
     import ray
 
-    if split == "cls":
+    if split in ("cls", MIL_SPLIT):
         refs, counts, problems = index_cls(data, WorkDir(work).index("cls"))
-        return refs, [c["rows"] for c in counts], problems
+        if split == "cls":
+            return refs, [c["rows"] for c in counts], problems
+        task = ray.remote(num_cpus=1, num_returns=2)(sample_bags)
+        pending = [task.remote(ref, *bags, cfg.seed) for ref in refs]
+        return [p[0] for p in pending], ray.get([p[1] for p in pending]), problems
     problems: list[Problem] = []
     groups: list[list[str] | None] = [None]
     if split == "det-train":

@@ -35,8 +35,10 @@ from pipeline.extract.warp import context_padding, resize_square, warp_windows
 from pipeline.failures import RETRYABLE, held_for_a_test, quarantine_reason
 from pipeline.io import storage
 from pipeline.io.images import ImageError, decode_rgb
+from pipeline.workdir import MIL_SPLIT
 from schemas.arrow import (
     BACKGROUND,
+    BAG_SCHEMA,
     CLS_SCHEMA,
     MANIFEST_SCHEMA,
     PROPOSAL_SCHEMA,
@@ -73,6 +75,7 @@ class ShardOutput:
     proposals: list[dict] = field(default_factory=list)
     windows: list[dict] = field(default_factory=list)
     cls: list[dict] = field(default_factory=list)
+    bags: list[dict] = field(default_factory=list)
     manifest: list[dict] = field(default_factory=list)
     windows_per_class: Counter = field(default_factory=Counter)
 
@@ -220,6 +223,40 @@ def process_cls_image(item: dict, cfg: ExtractConfig, out: ShardOutput, data: by
     return 0, 1, note
 
 
+def bag_boxes(proposals: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A bag's windows: the whole image first (a classification image may be all object),
+    then the proposals without it."""
+    whole = np.array([[0, 0, width - 1, height - 1]], np.float32)
+    rest = proposals[~(proposals == whole).all(1)]
+    return np.concatenate([whole, rest.reshape(-1, 4)])
+
+
+def process_bag_image(
+    item: dict, cfg: ExtractConfig, out: ShardOutput, data: bytes | Exception, data_root: str
+):
+    """A ``mil`` image: its proposals and the whole image, as one bag of its category."""
+    if isinstance(data, Exception):
+        raise data
+    image, note = _decode(data, cfg, cfg.min_box)
+    h, w = image.shape[:2]
+    props = selective_search(image, cfg.resize_width, cfg.max_proposals, cfg.min_box, cfg.ss_mode)
+    boxes = bag_boxes(props, w, h)
+    out.bags.append(
+        {
+            "image_id": item["image_id"],
+            "wnid": item["wnid"],
+            "image_url": storage.relative_to(data_root, item["image_url"]),
+            "offset": item["offset"],
+            "size": item["size"],
+            "width": w,
+            "height": h,
+            "boxes": boxes.reshape(-1).tolist(),
+        }
+    )
+    out.windows_per_class[item["wnid"]] += len(boxes)  # which shards hold a category's bags
+    return len(props), len(boxes), note
+
+
 def process_shard(
     shard: int,
     items: list[dict],
@@ -242,7 +279,7 @@ def process_shard(
     held_for_a_test(shard)
     out = ShardOutput()
     node = _node()
-    fetched = prefetch_cls(items) if split == "cls" else {}
+    fetched = prefetch_cls(items) if split in ("cls", MIL_SPLIT) else {}
     known = stored_proposals(proposals_from, shard) if proposals_from else None
     for item in items:
         t0 = time.perf_counter()
@@ -262,6 +299,9 @@ def process_shard(
             if split == "cls":
                 data = fetched[item["image_id"]]
                 n_props, n_win, note = process_cls_image(item, cfg, out, data)
+            elif split == MIL_SPLIT:
+                data = fetched[item["image_id"]]
+                n_props, n_win, note = process_bag_image(item, cfg, out, data, data_root)
             else:
                 n_props, n_win, note = process_det_image(item, cfg, windows, out, known, data_root)
             row.update(proposals=n_props, windows=n_win, note=note)
@@ -310,6 +350,8 @@ def write_shard(
     redone."""
     if split == "cls":
         _write_table(part_url(split_dir, "cls", shard, attempt), out.cls, CLS_SCHEMA, params)
+    elif split == MIL_SPLIT:
+        _write_table(part_url(split_dir, "bags", shard, attempt), out.bags, BAG_SCHEMA, params)
     else:
         url = part_url(split_dir, "proposals", shard, attempt)
         _write_table(url, out.proposals, PROPOSAL_SCHEMA, params)

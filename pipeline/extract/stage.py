@@ -6,7 +6,7 @@ on Arrow tables (``pipeline.extract.plan``), and each shard task reads its own r
 
 Layout under ``WORK/extract/<split>/``: ``params.json`` (the settings and inputs this
 directory was made with), ``plan/`` (the shards' rows), ``proposals/``, ``windows/`` or
-``cls/`` and ``manifest/`` Parquet parts named ``part-NNNNN.parquet`` (plus
+``cls/`` or ``bags/`` (``mil``) and ``manifest/`` Parquet parts named ``part-NNNNN.parquet`` (plus
 ``part-NNNNN-retryA.parquet`` for images that could not be read the first time; the readers'
 refusals in ``manifest/part-readers.parquet``), ``_done/part-NNNNN.json`` markers, and at the
 end ``summary.json`` and ``_SUCCESS``. ``manifest/`` is one Parquet dataset: every input
@@ -21,16 +21,16 @@ from collections import Counter
 
 import pyarrow as pa
 
-from pipeline.data.category_sets import set_b
+from pipeline.data.category_sets import category_roles, set_b
 from pipeline.extract import plan as planner
 from pipeline.extract import shard
 from pipeline.extract.inputs import split_inputs
 from pipeline.failures import DEFAULT_MAX_BAD, StageFailed, check_bad_share, failure_message
 from pipeline.io import storage
 from pipeline.io.ray_env import ensure_ray, remote_args
-from pipeline.workdir import WorkDir, labelled_split
+from pipeline.workdir import MIL_SPLIT, WorkDir, labelled_split
 from schemas.arrow import MANIFEST_SCHEMA
-from schemas.config import CategorySplit, ExtractConfig, to_dict
+from schemas.config import CategorySplit, ExtractConfig, MilConfig, to_dict
 from schemas.records import Problem
 
 # 2: training splits are sharded in a seeded cross-class order (``mixed_order``), not by name.
@@ -109,7 +109,7 @@ def _run_shard(
         if unit["only"]:
             only = set(unit["only"])
             items = [it for it in items if it["image_id"] in only]
-        if split != "cls":
+        if split not in ("cls", MIL_SPLIT):
             items = [{**it, "boxes": json.loads(it["boxes"])} for it in items]
         rows += shard.process_shard(
             unit["shard"],
@@ -231,10 +231,14 @@ def run_extract(
     oracle: bool = False,
     sets: CategorySplit = CategorySplit(),
     max_bad: float = DEFAULT_MAX_BAD,
+    bags: MilConfig = MilConfig(),
 ) -> dict:
     """Extract one split; returns the summary (also written to ``summary.json``). Windows are
     labelled with set B's boxes (``sets``), or with every box under ``<split>-oracle``; the
-    oracle's reuse the proposals of the set-B extraction when it is there.
+    oracle's reuse the proposals of the set-B extraction when it is there. ``mil``: the
+    proposals of ``bags.images_per_category`` classification images of every category
+    without boxes (set A; with ``bags.leaves`` every leaf category too; none held back), in
+    image id order: a category's bags in one or two shards.
 
     More than ``max_bad`` of the inputs quarantined (or all of them) fails the stage
     (``StageFailed``) without ``_SUCCESS``; the summary is written all the same."""
@@ -246,17 +250,20 @@ def run_extract(
     if overwrite:
         storage.remove_tree(sdir)
     boxes_of = set_b(data, sets) if windows and not oracle else "all"
+    sample = _bag_inputs(data, sets, bags) if split == MIL_SPLIT else ([], None, 0)
     ensure_ray()
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = progress
-    refs, counts, problems = split_inputs(data, work, split, cfg, boxes_of)
+    refs, counts, problems = split_inputs(data, work, split, cfg, boxes_of, sample)
     mixed = (windows or split == "cls") and cfg.shard_order == "mixed"
     plan_root = storage.join(sdir, "plan")
     plan = planner.plan_split(
         refs, counts, "mixed" if mixed else "sorted", cfg.seed, cfg.shard_size, plan_root
     )
     params = _params(split, cfg, windows, plan, boxes_of)
+    if split == MIL_SPLIT:
+        params["bags"] = {"images_per_category": bags.images_per_category, "leaves": bags.leaves}
     if reason := _stale(sdir, params):
         planner.discard(plan_root, plan)
         raise StaleWorkDir(reason)
@@ -290,6 +297,14 @@ def run_extract(
         raise
     storage.write_text(done_url, "")
     return summary
+
+
+def _bag_inputs(data: str, sets: CategorySplit, bags: MilConfig) -> tuple:
+    """``sample_bags``' arguments: the categories that get no bags (set B has boxes; the held
+    back are left out of every stage), those that may (None: every other), images per one."""
+    roles = category_roles(data, sets)
+    only = None if bags.leaves else [w for w in roles.detection if w not in set(roles.set_b)]
+    return roles.set_b + roles.held_back, only, bags.images_per_category
 
 
 def read_manifest(sdir: str) -> pa.Table:

@@ -35,6 +35,7 @@ from schemas.config import ToyWorldConfig, to_dict
 from schemas.records import Box
 
 SCENES_PER_TASK = 16
+CLS_BOXES = "toyworld_cls_boxes"  # the latent positives of the classification images
 Files = list[tuple[str, bytes]]
 
 
@@ -89,19 +90,33 @@ def cls_task(world: World, index: int) -> Files:
     cat = world.vocab[index]
     c = world.config
     n = class_count(world, index)
-    images = []
+    images, boxes = [], {}
     for j in range(n):
-        rgb = classification_image(cat.look, world.rng(1, index, j), c.cls_size_min, c.cls_size_max)
+        rng = world.rng(1, index, j)
+        rgb, box = classification_image(cat.look, rng, c.cls_size_min, c.cls_size_max)
         images.append((f"{cat.wnid}_{j + 1}.JPEG", encode_jpeg(rgb)))
+        boxes[images[-1][0]] = box
+    recorded = [(cls_boxes_file(cat.wnid), json.dumps(boxes).encode())]
     if not _in_tar(world, cat):
-        return [(f"{layout.CLS_TRAIN}/{cat.wnid}/{name}", data) for name, data in images]
+        return [(f"{layout.CLS_TRAIN}/{cat.wnid}/{name}", data) for name, data in images] + recorded
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in images:
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 0
             tar.addfile(info, io.BytesIO(data))
-    return [(f"{layout.CLS_TARS}/{cat.wnid}.tar", buf.getvalue())]
+    return [(f"{layout.CLS_TARS}/{cat.wnid}.tar", buf.getvalue()), *recorded]
+
+
+def cls_boxes_file(wnid: str) -> str:
+    """Where the generator records the object's box in each classification image of ``wnid``
+    (``{name: [xmin, ymin, xmax, ymax]}``): outside the release layouts, so no reader sees it."""
+    return f"{CLS_BOXES}/{wnid}.json"
+
+
+def read_cls_boxes(root: str, wnid: str) -> dict[str, list[int]]:
+    """The recorded object boxes of ``wnid``'s classification images, by file name."""
+    return json.loads(storage.read_text(storage.join(root, cls_boxes_file(wnid))))
 
 
 def scene_task(world: World, split: str, start: int, stop: int) -> Files:

@@ -29,15 +29,26 @@ class SceneObject:
     ymax: int
 
 
-def classification_image(look: Look, rng: np.random.Generator, lo: int, hi: int) -> np.ndarray:
+def classification_image(
+    look: Look, rng: np.random.Generator, lo: int, hi: int
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """An object-centred image, and the object's box (inclusive pixels): the latent positive
+    that multiple-instance learning looks for. The generator records it beside the dataset
+    (``cls_boxes``) for tests and benches; no stage reads it."""
     h, w = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
     image = render.smooth_background(h, w, rng)
     size = min(h, w) * rng.uniform(0.7, 0.95)
     cx = w / 2 + rng.uniform(-0.08, 0.08) * w
     cy = h / 2 + rng.uniform(-0.08, 0.08) * h
     aspect = math.exp(rng.uniform(-0.25, 0.25))
-    render.draw_object(image, look, cx, cy, size, rng, aspect, rng.uniform(-0.25, 0.25))
-    return render.finish(image, rng, noise=0.02, blur=0.0)
+    mask = render.draw_object(image, look, cx, cy, size, rng, aspect, rng.uniform(-0.25, 0.25))
+    ys, xs = np.nonzero(mask > 0.5)
+    box = (
+        (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+        if len(xs)
+        else (0, 0, w - 1, h - 1)
+    )
+    return render.finish(image, rng, noise=0.02, blur=0.0), box
 
 
 def _random_look(rng: np.random.Generator) -> Look:

@@ -35,3 +35,22 @@ def test_a_stray_file_beside_the_synset_folders_is_named(tiny_world, tmp_path, r
     (root / layout.DET_TRAIN_IMAGES / "loose.JPEG").write_bytes(b"x")
     _, _, problems = inputs.split_inputs(str(root), str(tmp_path / "w"), "det-train", CFG, "all")
     assert [(p.kind, p.url.endswith("loose.JPEG")) for p in problems] == [("unexpected-file", True)]
+
+
+def test_bags_sample_is_seeded_bounded_and_leaves_out_what_it_must():
+    rows = [
+        {"image_id": f"{w}/{i}", "wnid": w, "name": str(i), "image_url": "u", "offset": -1,
+         "size": 1, "problem": ""}
+        for w in ("nA", "nB", "nLeaf") for i in range(10)
+    ]  # fmt: skip
+    rows.append({**rows[0], "image_id": "stray", "wnid": "", "problem": "unexpected-file: x"})
+    table = pa.Table.from_pylist(rows)
+    out, n = inputs.sample_bags(table, ["nB"], None, 4, seed=0)
+    got = out.to_pylist()
+    assert n == 8 and sorted({r["wnid"] for r in got}) == ["nA", "nLeaf"]
+    same, _ = inputs.sample_bags(table.take(list(range(30, -1, -1))), ["nB"], None, 4, seed=0)
+    assert sorted(r["image_id"] for r in same.to_pylist()) == sorted(r["image_id"] for r in got)
+    other, _ = inputs.sample_bags(table, ["nB"], None, 4, seed=1)
+    assert {r["image_id"] for r in other.to_pylist()} != {r["image_id"] for r in got}
+    only_a, n = inputs.sample_bags(table, ["nB"], ["nA"], 20, seed=0)
+    assert n == 10 and {r["wnid"] for r in only_a.to_pylist()} == {"nA"}

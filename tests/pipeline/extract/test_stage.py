@@ -1,8 +1,10 @@
 """Extraction through a real local Ray instance, on the built-in dataset."""
 
+import hashlib
 import io
 import json
 import shutil
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from PIL import Image
 
 from pipeline.data import layout
 from pipeline.data.annotations import annotation_xml
+from pipeline.data.category_sets import category_roles
 from pipeline.extract import shard
 from pipeline.extract.inputs import load_inputs
 from pipeline.extract.plan import REFUSED_SCHEMA, Plan
@@ -27,9 +30,9 @@ from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.failures import StageFailed
 from pipeline.io import storage
 from pipeline.io.images import decode_rgb
-from pipeline.workdir import WorkDir
+from pipeline.workdir import MIL_SPLIT, WorkDir
 from schemas.arrow import BACKGROUND, CLS_SCHEMA, MANIFEST_SCHEMA, PROPOSAL_SCHEMA, WINDOW_SCHEMA
-from schemas.config import load_config
+from schemas.config import CategorySplit, MilConfig, load_config
 from schemas.records import DataError, Problem
 
 CFG = replace(load_config("configs/toyworld.yaml").extract, shard_size=4)
@@ -167,6 +170,42 @@ def test_resume_redoes_only_unfinished_shards(tiny_world, tmp_path, ray_local):
     with pytest.raises(StaleWorkDir, match="config"):
         other = replace(CFG, min_box=9)
         run_extract(tiny_world, work, "val2", other, progress=False)
+
+
+def test_mil_bags_are_a_seeded_sample_of_the_categories_without_boxes(
+    tiny_world, tmp_path, ray_local
+):
+    """``--split mil``: up to N classification images of every category without boxes (set
+    A's in folders, the leaves' in tars), none of set B's; each bag the whole image and its
+    proposals; a corrupt image quarantined by name; a re-run resumes every shard."""
+    root = tmp_path / "world"
+    shutil.copytree(tiny_world, root)
+    roles = category_roles(str(root), CategorySplit())
+    a = [w for w in roles.detection if w not in roles.set_b]
+    names = [p.stem for p in (root / layout.CLS_TRAIN / a[0]).iterdir()]
+    first = min(names, key=lambda n: hashlib.sha1(f"{CFG.seed}:{a[0]}/{n}".encode()).hexdigest())
+    (root / layout.CLS_TRAIN / a[0] / f"{first}.JPEG").write_bytes(b"not an image")
+    work, bags = str(tmp_path / "w"), MilConfig(images_per_category=5)
+    summary = run_extract(str(root), work, MIL_SPLIT, CFG, progress=False, max_bad=0.1, bags=bags)
+    sdir = WorkDir(work).extract(MIL_SPLIT)
+    rows = {r["image_id"]: r for r in read_manifest(sdir).to_pylist()}
+    per_wnid = Counter(i.split("/")[0] for i in rows)
+    assert per_wnid == {**{w: 5 for w in a}, **{w: 4 for w in leaves(root)}}  # leaves: 4 each
+    assert rows[f"{a[0]}/{first}"]["reason"].startswith("corrupt-image")
+    assert summary["done"] == len(rows) - 1 and summary["quarantined"] == 1
+    table = pq.read_table(_parts(sdir, "bags")).to_pylist()
+    assert len(table) == summary["done"] and {r["wnid"] for r in table} == set(per_wnid)
+    for r in table:
+        boxes = np.asarray(r["boxes"]).reshape(-1, 4)
+        assert boxes[0].tolist() == [0, 0, r["width"] - 1, r["height"] - 1]  # the whole image
+        assert len(boxes) == rows[r["image_id"]]["windows"] > 1
+        assert (r["offset"] >= 0) == r["image_url"].endswith(".tar")  # a member, by offset
+    again = run_extract(str(root), work, MIL_SPLIT, CFG, progress=False, max_bad=0.1, bags=bags)
+    assert again["processed_images"] == 0 and again["resumed_shards"] == summary["shards"]
+
+
+def leaves(root: Path) -> list[str]:
+    return [p.stem for p in (root / layout.CLS_TARS).glob("*.tar")]
 
 
 def test_a_stage_whose_every_image_fails_fails(tiny_world, tmp_path, ray_local):

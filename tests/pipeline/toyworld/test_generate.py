@@ -12,7 +12,7 @@ from pipeline.data.cls_reader import read_cls_bytes, read_cls_images
 from pipeline.data.det_reader import read_det_split
 from pipeline.data.hierarchy import read_hierarchy
 from pipeline.data.splits import read_split
-from pipeline.toyworld.generate import World, generate, scene_task
+from pipeline.toyworld.generate import World, generate, read_cls_boxes, scene_task
 from schemas.config import toyworld_config
 
 CONFIG = toyworld_config("test", seed=3)  # the tiny_world fixture's config
@@ -106,3 +106,18 @@ def test_bad_config_is_refused():
         toyworld_config("test", cls_format="zip")
     with pytest.raises(ValueError, match="unknown size"):
         toyworld_config("huge")
+
+
+def test_each_classification_image_has_its_objects_box_recorded(tiny_world):
+    """The latent positive of multiple-instance learning, beside the release layouts (the
+    readers above found no stray file): inside its image, and most of it."""
+    cls = read_cls_images(tiny_world)
+    for wnid, n in cls.per_class().items():
+        boxes = read_cls_boxes(tiny_world, wnid)
+        assert len(boxes) == n
+    for image in cls.images[:20]:
+        rgb = cv2.imdecode(np.frombuffer(read_cls_bytes(image), np.uint8), 1)
+        x1, y1, x2, y2 = read_cls_boxes(tiny_world, image.wnid)[f"{image.name}.JPEG"]
+        h, w = rgb.shape[:2]
+        assert 0 <= x1 < x2 < w and 0 <= y1 < y2 < h
+        assert (x2 - x1 + 1) * (y2 - y1 + 1) > 0.3 * w * h

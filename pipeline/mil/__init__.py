@@ -1,0 +1,1 @@
+"""Multiple-instance refinement of held-out rows from their classification images."""

@@ -1,0 +1,111 @@
+"""The inputs of ``lsda mil``: each held-out category's bags (its classification images'
+windows, from the ``mil`` extraction) and the shared negatives (background windows of DET
+train), as fc7 features of the detector's frozen layers 1-7, with a column of ones.
+
+The ``mil`` extraction stores each bag's boxes, not its pixels; windows are warped here again,
+as detection does, from the image (a tar member by offset): at ImageNet's size the stored
+windows of 7,404 categories x 50 images would be terabytes, their boxes a few hundred MB.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from pipeline.data.cls_reader import read_cls_bytes
+from pipeline.extract.shard import part_name
+from pipeline.extract.warp import context_padding, warp_windows
+from pipeline.io import storage
+from pipeline.io.images import decode_rgb
+from pipeline.mil.refine import with_ones
+from pipeline.model.nets import LSDANet
+from pipeline.model.preprocess import to_input
+from pipeline.train.data import decode_pixels
+from pipeline.workdir import MIL_SPLIT, WorkDir
+from schemas.arrow import BACKGROUND
+from schemas.records import ClsImage
+
+BATCH = 1024  # windows per forward pass
+MAX_NEGATIVE_PARTS = 64  # window parts the negatives are drawn from, evenly spaced
+
+
+@torch.no_grad()
+def fc7(model: LSDANet, windows: np.ndarray, mean) -> torch.Tensor:
+    """fc7 features (with ones) of uint8 (N, S, S, 3) windows; the model in eval mode."""
+    model.eval()
+    out = [torch.zeros(0, model.fc7.out_features)]
+    for i in range(0, len(windows), BATCH):
+        x = to_input(torch.from_numpy(windows[i : i + BATCH]), model.input_size, mean, False)
+        out.append(model.fc7_features(x))
+    return with_ones(torch.cat(out))
+
+
+def shards_of(work: str) -> dict[str, list[int]]:
+    """Each category's shards in the ``mil`` extraction, from its markers (one per shard:
+    the driver holds a line per category, never one per image)."""
+    sdir = WorkDir(work).extract(MIL_SPLIT)
+    if not storage.exists(storage.join(sdir, "_SUCCESS")):
+        raise FileNotFoundError(
+            f"{sdir} is not finished: run `lsda extract --split mil` first (bags of the "
+            "held-out categories' classification images)"
+        )
+    found: dict[str, set[int]] = {}
+    urls = storage.find(storage.join(sdir, "_done"), (".json",))
+    for text in storage.read_many(urls).values():
+        marker = json.loads(text)
+        for wnid in marker.get("windows_per_class", {}):
+            found.setdefault(wnid, set()).add(marker["shard"])
+    return {w: sorted(s) for w, s in sorted(found.items())}
+
+
+def bag_rows(work: str, shards: list[int], wnids: set[str]) -> list[dict]:
+    """The bag rows of ``wnids`` in ``shards`` (each shard's part and its retries' parts)."""
+    bags_dir = storage.join(WorkDir(work).extract(MIL_SPLIT), "bags")
+    fs, path = storage.get_fs(bags_dir)
+    rows = []
+    for shard in shards:
+        for part in sorted(fs.glob(f"{path}/{part_name(shard)}*.parquet")):
+            table = storage.read_table(
+                storage.to_url(bags_dir, part), filters=[("wnid", "in", wnids)]
+            )
+            rows += table.to_pylist()
+    return sorted(rows, key=lambda r: r["image_id"])
+
+
+def bag_features(row: dict, data: str, model: LSDANet, mean, max_pixels: int) -> torch.Tensor:
+    """One bag's windows, warped from its image again, as features (N, D + 1)."""
+    wnid, name = row["image_id"].split("/", 1)
+    url = storage.resolve(data, row["image_url"])
+    raw = read_cls_bytes(ClsImage(wnid, name, url, row["offset"], row["size"]))
+    image, _ = decode_rgb(raw, max_pixels, 1, tuple(mean))
+    boxes = np.asarray(row["boxes"], np.float32).reshape(-1, 4)
+    size = model.input_size
+    return fc7(model, warp_windows(image, boxes, size, context_padding(size), mean), mean)
+
+
+def negative_parts(work: str) -> list[str]:
+    """DET train's window parts the negatives are read from (evenly spaced)."""
+    urls = WorkDir(work).extract_parts("det-train", "windows")
+    if not urls:
+        raise FileNotFoundError(f"no windows under {WorkDir(work).extract('det-train')}")
+    picks = np.linspace(0, len(urls) - 1, num=min(len(urls), MAX_NEGATIVE_PARTS))
+    return [urls[i] for i in sorted(set(picks.round().astype(int).tolist()))]
+
+
+def negative_features(parts: list[str], budget: int, model: LSDANet, mean) -> torch.Tensor:
+    """About ``budget`` background windows, the first of each part in ``parts``, as features:
+    the same ones in every actor."""
+    per_part = max(1, -(-budget // len(parts)))
+    feats = []
+    for url in parts:
+        t = storage.read_table(url, ["label", "size", "encoding", "pixels"]).to_pydict()
+        keep = [i for i, label in enumerate(t["label"]) if label == BACKGROUND][:per_part]
+        pixels = decode_pixels(
+            [t["pixels"][i] for i in keep],
+            [t["size"][i] for i in keep],
+            [t["encoding"][i] for i in keep],
+        )
+        feats.append(fc7(model, pixels, mean))
+    return torch.cat(feats)[:budget]

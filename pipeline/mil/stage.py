@@ -1,0 +1,257 @@
+"""``lsda mil``: refine the held-out rows of an adapted detector (``detector-knn-5.pt``) on
+their own classification images, by multiple-instance learning (``refine``).
+
+The driver maps categories to the ``mil`` extraction's shards (from its markers) and cuts them
+into tasks of ``categories_per_task``; a pool of Ray Data actors (each holding layers 1-7 and
+the negatives' features) refines a task's categories one at a time, so an actor's memory is
+one category's bags. Each task writes its rows as a Parquet part and a marker under
+``WORK/mil/<name>/``: a re-run does only the tasks without one. The detector
+``detector-<name>.pt`` is the base with those rows replaced (set B's rows and the background
+row untouched), written last, with its lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from pipeline import lineage
+from pipeline.adapt.rows import apply_rows, with_bias
+from pipeline.extract.stage import extracted_with, extraction_params
+from pipeline.io import storage
+from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
+from pipeline.mil.bags import bag_features, bag_rows, negative_features, negative_parts, shards_of
+from pipeline.mil.refine import MilSettings, refine_difference
+from pipeline.model.checkpoints import load_model, save_model
+from pipeline.workdir import MIL_SPLIT, WorkDir, mil_name
+from schemas.config import MilConfig, to_dict
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("wnid", pa.string()),
+        ("row", pa.list_(pa.float32())),  # the refined output row, bias last
+        ("bags", pa.int32()),
+        ("windows", pa.int32()),
+        ("chosen_images", pa.list_(pa.string())),  # each bag's image id ...
+        ("chosen_boxes", pa.list_(pa.list_(pa.float32(), 4))),  # ... and its last positive
+        ("skipped", pa.list_(pa.string())),  # bags that could not be read: "<url>: <why>"
+        ("cpu_seconds", pa.float32()),
+    ]
+)
+
+
+def settings_of(cfg: MilConfig) -> MilSettings:
+    return MilSettings(rounds=cfg.rounds, top=cfg.top, lam=cfg.lam, steps=cfg.steps)
+
+
+def task_part(mdir: str, task: int) -> str:
+    return storage.join(mdir, "rows", f"part-{task:05d}.parquet")
+
+
+def task_marker(mdir: str, task: int) -> str:
+    return storage.join(mdir, "_done", f"part-{task:05d}.json")
+
+
+class MilActor:
+    """Holds the base detector's layers 1-7 and the negatives' features; refines a task's
+    categories one at a time and writes their rows."""
+
+    def __init__(
+        self, model_url: str, data: str, work: str, mdir: str, cfg: MilConfig, max_pixels: int
+    ):
+        torch.set_num_threads(1)
+        self.model, self.categories, payload = load_model(model_url)
+        self.mean = payload["pixel_mean"]
+        self.rows = with_bias(self.model.output)
+        self.data, self.work, self.mdir = data, work, mdir
+        self.settings, self.max_pixels = settings_of(cfg), max_pixels
+        self.negatives = negative_features(
+            negative_parts(work), cfg.negatives, self.model, self.mean
+        )
+
+    def __call__(self, batch: dict) -> dict:
+        done = [self.task(json.loads(t)) for t in batch["task"]]
+        return {"categories": done}
+
+    def task(self, task: dict) -> int:
+        wnids = task["wnids"]
+        rows = bag_rows(self.work, task["shards"], set(wnids))
+        out = [self.category(w, [r for r in rows if r["wnid"] == w]) for w in wnids]
+        storage.write_table(
+            task_part(self.mdir, task["task"]), pa.Table.from_pylist(out, ROW_SCHEMA)
+        )
+        storage.write_text(
+            task_marker(self.mdir, task["task"]), json.dumps({"categories": len(out)})
+        )
+        return len(out)
+
+    def category(self, wnid: str, rows: list[dict]) -> dict:
+        t0 = time.process_time()
+        bags, read, skipped = [], [], []
+        for r in rows:
+            try:
+                bags.append(bag_features(r, self.data, self.model, self.mean, self.max_pixels))
+                read.append(r)
+            except (OSError, ValueError) as exc:  # a bag lost since extraction: the rest refine
+                skipped.append(f"{r['image_url']}: {type(exc).__name__}: {exc}")
+        j, bg = self.categories.rows([wnid])[0], self.categories.background_row
+        row, chosen = self.rows[j], []
+        if bags:
+            refined = refine_difference(row - self.rows[bg], bags, self.negatives, self.settings)
+            row, chosen = refined.d + self.rows[bg], refined.chosen
+        boxes = [np.asarray(r["boxes"], np.float32).reshape(-1, 4) for r in read]
+        return {
+            "wnid": wnid,
+            "row": row.tolist(),
+            "bags": len(bags),
+            "windows": sum(len(b) for b in bags),
+            "chosen_images": [r["image_id"] for r in read],
+            "chosen_boxes": [b[int(i[0])].tolist() for b, i in zip(boxes, chosen, strict=True)],
+            "skipped": skipped,
+            "cpu_seconds": time.process_time() - t0,
+        }
+
+
+def plan_tasks(held_out: list[str], shards: dict[str, list[int]], per_task: int) -> list[dict]:
+    """Tasks of ``per_task`` categories (in wnid order: their bags share shards), each with
+    the shards that hold them. Categories without bags are left out (they keep their row)."""
+    wnids = [w for w in sorted(held_out) if w in shards]
+    tasks = []
+    for i in range(0, len(wnids), per_task):
+        group = wnids[i : i + per_task]
+        tasks.append(
+            {
+                "task": len(tasks),
+                "wnids": group,
+                "shards": sorted({s for w in group for s in shards[w]}),
+            }
+        )
+    return tasks
+
+
+def _fresh(mdir: str, inputs: dict) -> None:
+    """Tasks done with other inputs or settings are discarded; these inputs are recorded."""
+    url = storage.join(mdir, "inputs.json")
+    if storage.exists(url) and json.loads(storage.read_text(url)) != json.loads(json.dumps(inputs)):
+        storage.remove_tree(mdir)
+    if not storage.exists(url):
+        storage.write_text(url, json.dumps(inputs, indent=1))
+
+
+def _check_bags(work: str, cfg: MilConfig) -> None:
+    """The ``mil`` extraction was made with ``cfg``'s sample: else say how to make it."""
+    params = extraction_params(work, MIL_SPLIT)
+    if params is None:
+        return  # shards_of says what to run
+    wanted = {"images_per_category": cfg.images_per_category, "leaves": cfg.leaves}
+    if params.get("bags") != wanted:
+        raise ValueError(
+            f"{WorkDir(work).extract(MIL_SPLIT)} holds the bags of {params.get('bags')}, not "
+            f"{wanted}: run `lsda extract --split mil --overwrite` with these settings"
+        )
+
+
+def _fan_out(tasks: list[dict], kwargs: dict, actors: int) -> None:
+    import ray.data
+
+    n = max(1, min(actors, len(tasks)))
+    ds = ray.data.from_items(
+        [{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks)
+    )
+    ds = ds.map_batches(
+        MilActor,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=n),
+        fn_constructor_kwargs=kwargs,
+        num_cpus=cpus_per_consumer(n),
+        **remote_args(),
+    )
+    for _ in ds.iter_rows():
+        pass
+
+
+def run_mil(
+    data: str,
+    work: str,
+    cfg: MilConfig = MilConfig(),
+    base: str = "knn-5",
+    name: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Refine ``detector-<base>.pt``'s held-out rows; writes ``detector-<base>-mil.pt``."""
+    t0 = time.time()
+    wd = WorkDir(work)
+    name = name or mil_name(base)
+    base_url, out_url = wd.model(base), wd.model(name)
+    _check_bags(work, cfg)
+    # where and how, not what comes out; and the extraction's own, in its fingerprint
+    left_out = ("actors", "categories_per_task", "images_per_category", "leaves")
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in left_out}
+    inputs = {
+        "detector": lineage.of(base_url),
+        "bags": lineage.of_extraction(work, MIL_SPLIT),
+        "negatives": lineage.of_extraction(work, "det-train"),
+        "settings": settings,
+    }
+    if not overwrite and lineage.is_current(out_url, inputs, f"mil {name}"):
+        return {"model": out_url, "skipped": True}
+    mdir = wd.mil(name)
+    if overwrite:
+        storage.remove_tree(mdir)
+    model, categories, payload = load_model(base_url)
+    trained = set(payload["trained"])
+    shards = shards_of(work)
+    held_out = [w for w in categories.wnids if w not in trained]
+    # no more categories per task than give every actor one: 24 categories, 2 actors: 12 each
+    per_task = max(1, min(cfg.categories_per_task, -(-len(held_out) // max(cfg.actors, 1))))
+    tasks = plan_tasks(held_out, shards, per_task)
+    _fresh(mdir, {**inputs, "categories_per_task": per_task})  # a task's id: its categories
+    done = {t["task"] for t in tasks if storage.exists(task_marker(mdir, t["task"]))}
+    pending = [t for t in tasks if t["task"] not in done]
+    if pending:
+        ensure_ray()
+        kwargs = {
+            "model_url": base_url,
+            "data": storage.absolute(data),
+            "work": work,
+            "mdir": mdir,
+            "cfg": cfg,
+            "max_pixels": extracted_with(work, MIL_SPLIT).max_pixels,
+        }
+        _fan_out(pending, kwargs, cfg.actors)
+    table = (
+        pa.concat_tables([storage.read_table(task_part(mdir, t["task"])) for t in tasks])
+        if tasks
+        else ROW_SCHEMA.empty_table()
+    )
+    refined = table.column("wnid").to_pylist()
+    if refined:
+        values = torch.tensor(table.column("row").to_pylist())
+        apply_rows(model.output, categories.rows(refined), values)
+    keep = {key: payload[key] for key in ("input_size", "pixel_mean", "set_b", "trained", "k")}
+    save_model(out_url, model, payload["model"], categories, kind="detector", name=name,
+               base=base, mil=settings, **keep)  # fmt: skip
+    cpu = table.column("cpu_seconds").to_pylist()
+    skipped = [s for group in table.column("skipped").to_pylist() for s in group]
+    missing = sorted(set(held_out) - set(refined))
+    summary = {
+        "model": out_url,
+        "refined": len(refined),
+        "without_bags": len(missing),  # their rows stay the base's
+        "without_bags_examples": missing[:20],
+        "bags": sum(table.column("bags").to_pylist()),
+        "windows": sum(table.column("windows").to_pylist()),
+        "skipped_bags": len(skipped),
+        "skipped_examples": skipped[:20],  # every one: the rows/ parts' ``skipped`` column
+        "tasks": len(tasks),
+        "resumed_tasks": len(done),
+        "cpu_seconds_per_category": round(sum(cpu) / max(len(cpu), 1), 3),
+        "seconds": round(time.time() - t0, 2),
+    }
+    storage.write_text(storage.join(mdir, "summary.json"), json.dumps(summary, indent=1))
+    lineage.record(out_url, inputs)
+    return summary
