@@ -8,6 +8,7 @@ import json
 from jobs.common import add_config, config_from_args
 from pipeline.adapt.add_categories import run_add_categories
 from pipeline.workdir import DEFAULT_BASE, DEFAULT_DETECTOR
+from schemas.config import load_config
 
 DESCRIPTION = (
     "add-categories: train output rows for new categories on fc7 features of their "
@@ -26,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default=DEFAULT_BASE, help="fine-tune giving the offsets")
     p.add_argument("--negatives", type=int, default=4096, help="classification images sampled")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps for the new rows")
-    add_config(p, help="; its [run] k the neighbours, unless --k")
+    p.add_argument(
+        "--mil",
+        action="store_true",
+        help="refine the new rows on their images as bags, as lsda mil does (the config's [mil])",
+    )
+    add_config(p, help="; its [run] k the neighbours, unless --k; its [mil] the refinement")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         args.base,
         args.negatives,
         args.steps,
+        # not config_from_args: --negatives and --steps are the new rows' training's here
+        load_config(args.config).mil if args.mil else None,
     )
     print(json.dumps(summary))
     print(

@@ -9,6 +9,8 @@
    as any category without boxes (k = 0: the classifier rows as they are).
 4. Appended to a model's output layer (before the background row); a category already in its
    map is replaced in place. Layers 1-7 are untouched: no backbone training.
+5. With ``mil``: refined on their own images as bags, as ``lsda mil`` refines the held-out
+   rows (``refine_added``).
 """
 
 from __future__ import annotations
@@ -19,18 +21,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.adapt.rows import adapt, with_bias
+from pipeline.adapt.rows import adapt, apply_rows, with_bias
 from pipeline.data.cls_reader import read_cls_bytes, read_cls_folders
+from pipeline.extract.inputs import sample_key
+from pipeline.extract.stage import extracted_with
 from pipeline.extract.warp import resize_square
 from pipeline.io import storage
 from pipeline.io.images import ImageError, decode_rgb
+from pipeline.mil.bags import image_bag, negative_features, negative_parts
+from pipeline.mil.refine import refine_difference, settings_of
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.nets import CategoryMap, LSDANet
 from pipeline.model.preprocess import to_input
 from pipeline.train.classifier import shard_params
 from pipeline.train.data import decode_pixels
-from pipeline.workdir import DEFAULT_BASE, DEFAULT_DETECTOR, WorkDir
-from schemas.config import ExtractConfig
+from pipeline.workdir import DEFAULT_BASE, DEFAULT_DETECTOR, MIL_SPLIT, WorkDir
+from schemas.config import ExtractConfig, MilConfig
 
 
 @torch.no_grad()
@@ -160,6 +166,34 @@ def with_offsets(
     return adapt(rows, cls_b, det_b, k, out=rows).rows
 
 
+def refine_added(
+    work: str, images: str, model: LSDANet, categories: CategoryMap, mean, wnids, cfg: MilConfig
+) -> list[dict]:
+    """The rows of ``wnids`` refined by ``lsda mil``'s rounds, each on ``images_per_category``
+    of its images (in the ``mil`` split's seeded order) as bags made now, against DET train's
+    background windows; returns the images that could not be made a bag, with the reason."""
+    proposals = extracted_with(work, MIL_SPLIT) or extracted_with(work, "det-train")
+    negatives = negative_features(negative_parts(work), cfg.negatives, model, mean)
+    rows, bg = with_bias(model.output), categories.background_row
+    index, skipped = read_cls_folders(images), []
+    for wnid in wnids:
+        mine = [i for i in index.images if i.wnid == wnid]
+        mine.sort(key=lambda i: sample_key(proposals.seed, f"{wnid}/{i.name}"))
+        bags = []
+        for image in mine[: cfg.images_per_category]:
+            try:
+                rgb, _ = decode_rgb(read_cls_bytes(image), proposals.max_pixels, 1, tuple(mean))
+            except (ImageError, OSError) as exc:
+                skipped.append({"url": image.url, "reason": str(exc)})
+                continue
+            bags.append(image_bag(rgb, model, mean, proposals))
+        if bags:
+            j = categories.rows([wnid])[0]
+            d = refine_difference(rows[j] - rows[bg], bags, negatives, settings_of(cfg)).d
+            apply_rows(model.output, [j], (d + rows[bg])[None])
+    return skipped
+
+
 def run_add_categories(
     work: str,
     images: str,
@@ -169,8 +203,10 @@ def run_add_categories(
     base: str = DEFAULT_BASE,
     negatives: int = 4096,
     steps: int = 300,
+    mil: MilConfig | None = None,
 ) -> dict:
-    """Add the categories of ``images`` to ``WORK/models/<target>``; writes ``<out>``."""
+    """Add the categories of ``images`` to ``WORK/models/<target>``; writes ``<out>``. With
+    ``mil``, the new rows are then refined on their images as bags (``refine_added``)."""
     t0 = time.time()
     wd = WorkDir(work)
     cls_model, cls_map, cls_payload = load_model(wd.classifier())
@@ -191,6 +227,10 @@ def run_add_categories(
     model, categories, payload = load_model(wd.model(target))
     known = set(categories.wnids)
     model, categories = append_rows(model, categories, wnids, rows)
+    mil_skipped = None
+    if mil is not None:
+        mean = payload["pixel_mean"]
+        mil_skipped = refine_added(work, images, model, categories, mean, wnids, mil)
     payload["added"] = sorted(set(payload.get("added", [])) | set(wnids))
     out_url = wd.model(out or target)
     extra = {key: v for key, v in payload.items() if key not in ("model", "state_dict", "wnids")}
@@ -206,4 +246,5 @@ def run_add_categories(
         "seconds": round(seconds, 2),
         "seconds_per_category": round(seconds / len(wnids), 3),
         "row_training_seconds": round(t_rows, 2),
+        **({} if mil_skipped is None else {"mil": True, "mil_skipped": mil_skipped}),
     }

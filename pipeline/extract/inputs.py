@@ -132,6 +132,11 @@ def det_table(
     return table, table.num_rows, problems
 
 
+def sample_key(seed: int, image_id: str) -> str:
+    """The order a category's bags are drawn in: seeded, independent of the listing."""
+    return hashlib.sha1(f"{seed}:{image_id}".encode()).hexdigest()
+
+
 def sample_bags(
     table: pa.Table, exclude: list[str], only: list[str] | None, per_category: int, seed: int
 ) -> tuple:
@@ -152,7 +157,7 @@ def sample_bags(
         by_wnid.setdefault(r["wnid"], []).append(r)
     kept = []
     for group in by_wnid.values():
-        group.sort(key=lambda r: hashlib.sha1(f"{seed}:{r['image_id']}".encode()).hexdigest())
+        group.sort(key=lambda r: sample_key(seed, r["image_id"]))
         kept += group[:per_category]
     out = pa.Table.from_pylist(kept, schema=table.schema)
     return out, out.num_rows

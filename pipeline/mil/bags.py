@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from pipeline.data.cls_reader import read_cls_bytes
-from pipeline.extract.shard import part_name
+from pipeline.extract.proposals import selective_search
+from pipeline.extract.shard import bag_boxes, part_name
 from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.io import storage
 from pipeline.io.images import decode_rgb
@@ -25,6 +26,7 @@ from pipeline.model.preprocess import to_input
 from pipeline.train.data import decode_pixels
 from pipeline.workdir import MIL_SPLIT, WorkDir
 from schemas.arrow import BACKGROUND
+from schemas.config import ExtractConfig
 from schemas.records import ClsImage
 
 BATCH = 1024  # windows per forward pass
@@ -80,9 +82,22 @@ def bag_features(row: dict, data: str, model: LSDANet, mean, max_pixels: int) ->
     url = storage.resolve(data, row["image_url"])
     raw = read_cls_bytes(ClsImage(wnid, name, url, row["offset"], row["size"]))
     image, _ = decode_rgb(raw, max_pixels, 1, tuple(mean))
-    boxes = np.asarray(row["boxes"], np.float32).reshape(-1, 4)
+    return window_features(image, np.asarray(row["boxes"], np.float32), model, mean)
+
+
+def window_features(image: np.ndarray, boxes: np.ndarray, model: LSDANet, mean) -> torch.Tensor:
+    """The windows ``boxes`` of ``image``, warped as for training, as features (N, D + 1)."""
     size = model.input_size
-    return fc7(model, warp_windows(image, boxes, size, context_padding(size), mean), mean)
+    windows = warp_windows(image, boxes.reshape(-1, 4), size, context_padding(size), mean)
+    return fc7(model, windows, mean)
+
+
+def image_bag(image: np.ndarray, model: LSDANet, mean, proposals: ExtractConfig) -> torch.Tensor:
+    """A bag made now (``add-categories --mil``): the image's proposals and the whole image."""
+    p = proposals
+    found = selective_search(image, p.resize_width, p.max_proposals, p.min_box, p.ss_mode)
+    h, w = image.shape[:2]
+    return window_features(image, bag_boxes(found, w, h), model, mean)
 
 
 def negative_parts(work: str) -> list[str]:

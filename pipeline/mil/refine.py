@@ -16,11 +16,12 @@ Each round:
    not pin down a direction in fc7's space alone. Full-batch L-BFGS: deterministic, and a few
    hundred steps on ~5K windows take milliseconds.
 
-The negatives are background windows of the *detection* training images, not windows of the
-category's own bags: a classification image may hold the object more than once, and a window
-that overlaps the chosen one little may be a second instance, so no window of a bag is ever
-called background (the rule the issue asks to state). The negatives come from DET train's
-images, whose boxes are set B's: set A's objects appear there only where ImageNet put them.
+The negatives are background windows of the *detection* training images (DET train), never
+windows of the category's own bags: a classification image may hold the object more than once,
+and a window that overlaps the chosen one little may be a second instance, so no window of a
+bag is ever called background (the rule the issue asks to state). val1's background windows
+are not used either: val1 holds set A's objects, unlabelled for training, so its "background"
+holds the very objects being learned (docs/mil.md).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from schemas.config import MilConfig
+
 
 @dataclass(frozen=True)
 class MilSettings:
@@ -37,6 +40,10 @@ class MilSettings:
     top: int = 1  # positives per bag and round: its best-scoring windows
     lam: float = 1e-3  # pull towards the row the refinement started from
     steps: int = 200  # L-BFGS iterations per round
+
+
+def settings_of(cfg: MilConfig) -> MilSettings:
+    return MilSettings(rounds=cfg.rounds, top=cfg.top, lam=cfg.lam, steps=cfg.steps)
 
 
 def with_ones(features: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from pipeline.extract.stage import extracted_with, extraction_params
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
 from pipeline.mil.bags import bag_features, bag_rows, negative_features, negative_parts, shards_of
-from pipeline.mil.refine import MilSettings, refine_difference
+from pipeline.mil.refine import refine_difference, settings_of
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.workdir import MIL_SPLIT, WorkDir, mil_name
 from schemas.config import MilConfig, to_dict
@@ -42,10 +42,6 @@ ROW_SCHEMA = pa.schema(
         ("cpu_seconds", pa.float32()),
     ]
 )
-
-
-def settings_of(cfg: MilConfig) -> MilSettings:
-    return MilSettings(rounds=cfg.rounds, top=cfg.top, lam=cfg.lam, steps=cfg.steps)
 
 
 def task_part(mdir: str, task: int) -> str:
@@ -155,7 +151,8 @@ def _check_bags(work: str, cfg: MilConfig) -> None:
         )
 
 
-def _fan_out(tasks: list[dict], kwargs: dict, actors: int) -> None:
+def _fan_out(tasks: list[dict], kwargs: dict, actors: int, name: str) -> None:
+    """The tasks through the actor pool; a progress line at every tenth of the categories."""
     import ray.data
 
     n = max(1, min(actors, len(tasks)))
@@ -170,8 +167,12 @@ def _fan_out(tasks: list[dict], kwargs: dict, actors: int) -> None:
         num_cpus=cpus_per_consumer(n),
         **remote_args(),
     )
-    for _ in ds.iter_rows():
-        pass
+    total, done, shown = sum(len(t["wnids"]) for t in tasks), 0, 0
+    for row in ds.iter_rows():
+        done += row["categories"]
+        if done * 10 // total > shown or done == total:
+            shown = done * 10 // total
+            print(f"mil {name}: {done}/{total} categories refined", flush=True)
 
 
 def run_mil(
@@ -222,7 +223,7 @@ def run_mil(
             "cfg": cfg,
             "max_pixels": extracted_with(work, MIL_SPLIT).max_pixels,
         }
-        _fan_out(pending, kwargs, cfg.actors)
+        _fan_out(pending, kwargs, cfg.actors, name)
     table = (
         pa.concat_tables([storage.read_table(task_part(mdir, t["task"])) for t in tasks])
         if tasks

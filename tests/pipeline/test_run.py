@@ -16,6 +16,7 @@ import torch
 from jobs.cli import main
 from pipeline import lineage
 from pipeline.data.boxes import iou_matrix
+from pipeline.mil.stage import run_mil
 from pipeline.model.checkpoints import load_model
 from pipeline.run import run_pipeline
 from pipeline.toyworld.generate import generate, read_cls_boxes
@@ -138,6 +139,20 @@ def test_mil_changes_only_the_held_out_rows(quick_run):
     for key in ("output.weight", "output.bias"):
         assert torch.equal(a[key][fixed], b[key][fixed])
     assert all(not torch.equal(a["output.weight"][i], b["output.weight"][i]) for i in moved)
+
+
+def test_mil_resumes_where_it_stopped(quick_run):
+    """Stopped after its first task (the second's marker and the detector's record gone): the
+    same command redoes the second task only, and comes to the same rows."""
+    data, work, _ = quick_run
+    model = f"{work}/models/detector-knn-5-mil.pt"
+    before, _, _ = load_model(model)
+    Path(work, "mil/knn-5-mil/_done/part-00001.json").unlink()
+    Path(model + lineage.SUFFIX).unlink()
+    summary = run_mil(data, work, load_config(CONFIG, quick=True).mil)
+    assert summary["tasks"] == 2 and summary["resumed_tasks"] == 1 and summary["refined"] == 12
+    after, _, _ = load_model(model)
+    assert torch.equal(before.output.weight, after.output.weight)
 
 
 def test_coco_results_are_each_images_best_parquet_detections(quick_run):
@@ -263,10 +278,11 @@ def test_readme_vocabulary_commands(quick_run, tmp_path, capsys):
     folder = sorted(Path(data, "CLS/train").iterdir())[-1]  # CLS/tars holds the leaves
     shutil.copytree(folder, tmp_path / "new" / folder.name)
     argv = ["add-categories", "--images", str(tmp_path / "new"), "--work", work,
-            "--out", "detector-readme.pt"]  # fmt: skip
+            "--out", "detector-readme.pt", "--mil", "--config", CONFIG]  # fmt: skip
     assert main(argv) == 0
     added = json.loads(capsys.readouterr().out.splitlines()[0])
     assert added["replaced"] == [folder.name] and added["refused"] == []
+    assert added["mil"] and added["mil_skipped"] == []
 
 
 def test_a_changed_setting_redoes_what_depends_on_it_and_nothing_else(quick_run, tmp_path, capsys):
