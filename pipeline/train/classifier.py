@@ -235,7 +235,7 @@ def run_train_cls(
     }
     t0 = time.time()
     state, metrics = trainer.fit(cls_loop, config, cfg, work, CLASSIFIER)
-    stop = stopping.stopped(state.get("history", []))
+    stop = stopping.stopped(state.get("history", []), stopping.classifier_plateau(cfg))
     model = get_model(cfg.model, categories.num_categories)
     model.load_state_dict(state["model"])
     with torch.no_grad():  # the background row is untrained here: as a classifier, score = logit

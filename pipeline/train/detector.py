@@ -301,7 +301,7 @@ def run_train_det(
     }
     t0 = time.time()
     state, metrics = trainer.fit(det_loop, config, cfg, work, run)
-    stop = stopping.stopped(state.get("history", []))
+    stop = stopping.stopped(state.get("history", []), stopping.finetune_plateau(cfg))
     model, _, _ = load_model(cls_url)
     model.load_state_dict(state["model"])
     save_model(

@@ -60,9 +60,13 @@ def check(plateau: Plateau | None, history: list[dict], metrics: dict) -> str | 
     return stop
 
 
-def stopped(history: list[dict]) -> str | None:
-    """The reason a fit stopped early, if its last report says it did."""
-    return history[-1].get("stop") if history else None
+def stopped(history: list[dict], plateau: Plateau | None = None) -> str | None:
+    """The reason a fit stopped early: its last report's, or, for a fit resumed after its
+    curve had flattened (a longer setting over a finished run: no step taken), ``plateau``'s
+    reading of its history. Without the second, the report read "reached its cap"."""
+    if not history:
+        return None
+    return history[-1].get("stop") or (plateau.reason(history) if plateau else None)
 
 
 def length(value: int | str, cap: int) -> int:

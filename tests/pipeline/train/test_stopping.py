@@ -53,6 +53,11 @@ def test_auto_is_a_count_up_to_its_cap_and_fixed_counts_keep_their_record():
     with pytest.raises(ValueError, match="holdout_every"):
         classifier_plateau(TrainConfig(epochs="auto", holdout_every=0))
     assert stopped([{"loss": 1.0}, {"loss": 1.0, "stop": "plateau: x"}]) == "plateau: x"
+    # a fixed-length run taken over by `auto` whose curve had already flattened: no step is
+    # taken, and its reason is read from the history it brought (not "reached its cap")
+    flat = _history("holdout_accuracy", [0.5, 0.8, 0.9, 0.9, 0.9, 0.9])
+    assert stopped(flat) is None and stopped(flat, ACC).startswith("plateau")
+    assert stopped(_history("holdout_accuracy", [0.5, 0.6, 0.7, 0.8]), ACC) is None
 
 
 def test_the_command_line_takes_auto_or_a_number():
