@@ -207,8 +207,10 @@ def run_mil(
     trained = set(payload["trained"])
     shards = shards_of(work)
     held_out = [w for w in categories.wnids if w not in trained]
-    # no more categories per task than give every actor one: 24 categories, 2 actors: 12 each
-    per_task = max(1, min(cfg.categories_per_task, -(-len(held_out) // max(cfg.actors, 1))))
+    # no more categories per task than give every actor one: 24 categories with bags (the
+    # others keep their rows), 2 actors: 12 each
+    with_bags = sum(1 for w in held_out if w in shards)
+    per_task = max(1, min(cfg.categories_per_task, -(-with_bags // max(cfg.actors, 1))))
     tasks = plan_tasks(held_out, shards, per_task)
     _fresh(mdir, {**inputs, "categories_per_task": per_task})  # a task's id: its categories
     done = {t["task"] for t in tasks if storage.exists(task_marker(mdir, t["task"]))}
