@@ -235,7 +235,8 @@ def run_mil(
     if refined:
         values = torch.tensor(table.column("row").to_pylist())
         apply_rows(model.output, categories.rows(refined), values)
-    keep = {key: payload[key] for key in ("input_size", "pixel_mean", "set_b", "trained", "k")}
+    kept = ("input_size", "pixel_mean", "set_b", "trained", "k")
+    keep = {key: payload[key] for key in kept if key in payload}
     save_model(out_url, model, payload["model"], categories, kind="detector", name=name,
                base=base, mil=settings, **keep)  # fmt: skip
     cpu = table.column("cpu_seconds").to_pylist()
