@@ -29,24 +29,14 @@ from pipeline.extract.warp import resize_square
 from pipeline.io import storage
 from pipeline.io.images import ImageError, decode_rgb
 from pipeline.mil.bags import image_bag, negative_features, negative_parts
-from pipeline.mil.refine import refine_difference, settings_of
+from pipeline.mil.refine import refine_row, settings_of
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.nets import CategoryMap, LSDANet
-from pipeline.model.preprocess import to_input
+from pipeline.model.preprocess import fc7_features
 from pipeline.train.classifier import shard_params
 from pipeline.train.data import decode_pixels
 from pipeline.workdir import DEFAULT_BASE, DEFAULT_DETECTOR, MIL_SPLIT, WorkDir
 from schemas.config import ExtractConfig, MilConfig
-
-
-@torch.no_grad()
-def features(model: LSDANet, images: np.ndarray, mean, mirror: bool = True) -> torch.Tensor:
-    """fc7 features of uint8 (N, S, S, 3) images, centre crop (and mirrored copies)."""
-    model.eval()
-    x = to_input(torch.from_numpy(images), model.input_size, mean, train=False)
-    if mirror:
-        x = torch.cat([x, x.flip(3)])
-    return torch.cat([model.fc7_features(x[i : i + 256]) for i in range(0, len(x), 256)])
 
 
 def load_new_images(url: str, cls_size: int, max_pixels: int) -> tuple[dict, list[dict]]:
@@ -143,13 +133,13 @@ def classifier_rows(
 ) -> torch.Tensor:
     """Rows (bias last) for the categories of ``new_images``, beside the classifier's others."""
     wnids = set(new_images)
-    pos = [features(cls_model, imgs, mean) for imgs in new_images.values()]
+    pos = [fc7_features(cls_model, imgs, mean, mirror=True) for imgs in new_images.values()]
     pos_labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(pos)])
     keep = [w for w in cls_map.wnids if w not in wnids]  # re-added ones compete anew
     index = {w: i for i, w in enumerate(keep)}
     neg_pixels, neg_wnids = sample_negatives(work, negatives)
     chosen = [i for i, w in enumerate(neg_wnids) if w in index]
-    neg = features(cls_model, neg_pixels[chosen], mean)
+    neg = fc7_features(cls_model, neg_pixels[chosen], mean, mirror=True)
     neg_labels = torch.tensor([index[neg_wnids[i]] for i in chosen]).repeat(2)  # + mirrors
     fixed = with_bias(cls_model.output)[cls_map.rows(keep)]
     return train_rows(torch.cat(pos), pos_labels, neg, neg_labels, fixed, len(pos), steps)
@@ -189,8 +179,8 @@ def refine_added(
             bags.append(image_bag(rgb, model, mean, proposals))
         if bags:
             j = categories.rows([wnid])[0]
-            d = refine_difference(rows[j] - rows[bg], bags, negatives, settings_of(cfg)).d
-            apply_rows(model.output, [j], (d + rows[bg])[None])
+            row, _ = refine_row(rows, j, bg, bags, negatives, settings_of(cfg))
+            apply_rows(model.output, [j], row[None])
     return skipped
 
 

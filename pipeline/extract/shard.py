@@ -66,6 +66,14 @@ def part_url(split_dir: str, output: str, shard: int, attempt: int = 0) -> str:
     return storage.join(split_dir, output, f"{part_name(shard, attempt)}.parquet")
 
 
+def shard_parts(split_dir: str, output: str, shard: int) -> list[str]:
+    """The URLs of one output's parts of ``shard``: its part and its retries' parts."""
+    fs, path = storage.get_fs(storage.join(split_dir, output))
+    return [
+        storage.to_url(split_dir, p) for p in sorted(fs.glob(f"{path}/{part_name(shard)}*.parquet"))
+    ]
+
+
 def marker_url(split_dir: str, shard: int) -> str:
     return storage.join(split_dir, "_done", f"{part_name(shard)}.json")
 
@@ -128,10 +136,9 @@ def _decode(data: bytes, cfg: ExtractConfig, min_side: int):
 def stored_proposals(split_dir: str, shard: int) -> dict[str, np.ndarray]:
     """The proposals another extraction of the same images stored for ``shard`` (its part and
     its retries' parts), by image id."""
-    fs, path = storage.get_fs(storage.join(split_dir, "proposals"))
     found: dict[str, np.ndarray] = {}
-    for part in sorted(fs.glob(f"{path}/{part_name(shard)}*.parquet")):
-        table = storage.read_table(storage.to_url(split_dir, part), ["image_id", "boxes"])
+    for url in shard_parts(split_dir, "proposals", shard):
+        table = storage.read_table(url, ["image_id", "boxes"])
         for image_id, boxes in zip(*table.to_pydict().values(), strict=True):
             found[image_id] = np.asarray(boxes, np.float32).reshape(-1, 4)
     return found

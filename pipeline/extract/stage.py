@@ -126,7 +126,7 @@ def _run_shard(
     return {name: [r[name] for r in rows] for name in MANIFEST_SCHEMA.names}
 
 
-def _read_markers(sdir: str) -> dict[int, dict]:
+def read_markers(sdir: str) -> dict[int, dict]:
     """The finished shards' markers (one listing, concurrent reads)."""
     got = storage.read_many(storage.find(storage.join(sdir, "_done"), (".json",)))
     return {m["shard"]: m for m in (json.loads(v) for v in got.values())}
@@ -270,7 +270,7 @@ def run_extract(
     planner.commit(plan_root, plan)
     refused = pa.concat_tables([_problems_table(problems), plan.refused])
     proposals_from = reusable_proposals(work, split, cfg, plan) if oracle else None
-    units = _work_units(plan, _read_markers(sdir))
+    units = _work_units(plan, read_markers(sdir))
     processed = 0
     if units:
         processed = _fan_out(
@@ -318,7 +318,7 @@ def _finish(sdir: str, split: str, plan: planner.Plan, refused: pa.Table, params
     readers = _refused_rows(split, refused)
     url = storage.join(sdir, "manifest", "part-readers.parquet")
     storage.write_table(url, readers.replace_schema_metadata({b"lsda": json.dumps(params)}))
-    markers = _read_markers(sdir)
+    markers = read_markers(sdir)
     missing = [s for s in range(plan.shards) if s not in markers]
     images = sum(markers[s]["images"] for s in range(plan.shards) if s in markers)
     if missing or images != plan.rows:

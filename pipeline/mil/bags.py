@@ -9,20 +9,19 @@ windows of 7,404 categories x 50 images would be terabytes, their boxes a few hu
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
 from pipeline.data.cls_reader import read_cls_bytes
 from pipeline.extract.proposals import selective_search
-from pipeline.extract.shard import bag_boxes, part_name
+from pipeline.extract.shard import bag_boxes, shard_parts
+from pipeline.extract.stage import read_markers
 from pipeline.extract.warp import context_padding, warp_windows
 from pipeline.io import storage
 from pipeline.io.images import decode_rgb
 from pipeline.mil.refine import with_ones
 from pipeline.model.nets import LSDANet
-from pipeline.model.preprocess import to_input
+from pipeline.model.preprocess import fc7_features
 from pipeline.train.data import decode_pixels
 from pipeline.workdir import MIL_SPLIT, WorkDir
 from schemas.arrow import BACKGROUND
@@ -33,15 +32,9 @@ BATCH = 1024  # windows per forward pass
 MAX_NEGATIVE_PARTS = 64  # window parts the negatives are drawn from, evenly spaced
 
 
-@torch.no_grad()
 def fc7(model: LSDANet, windows: np.ndarray, mean) -> torch.Tensor:
-    """fc7 features (with ones) of uint8 (N, S, S, 3) windows; the model in eval mode."""
-    model.eval()
-    out = [torch.zeros(0, model.fc7.out_features)]
-    for i in range(0, len(windows), BATCH):
-        x = to_input(torch.from_numpy(windows[i : i + BATCH]), model.input_size, mean, False)
-        out.append(model.fc7_features(x))
-    return with_ones(torch.cat(out))
+    """fc7 features of uint8 (N, S, S, 3) windows, with a column of ones."""
+    return with_ones(fc7_features(model, windows, mean, batch=BATCH))
 
 
 def shards_of(work: str) -> dict[str, list[int]]:
@@ -54,25 +47,19 @@ def shards_of(work: str) -> dict[str, list[int]]:
             "held-out categories' classification images)"
         )
     found: dict[str, set[int]] = {}
-    urls = storage.find(storage.join(sdir, "_done"), (".json",))
-    for text in storage.read_many(urls).values():
-        marker = json.loads(text)
+    for shard, marker in read_markers(sdir).items():
         for wnid in marker.get("windows_per_class", {}):
-            found.setdefault(wnid, set()).add(marker["shard"])
+            found.setdefault(wnid, set()).add(shard)
     return {w: sorted(s) for w, s in sorted(found.items())}
 
 
 def bag_rows(work: str, shards: list[int], wnids: set[str]) -> list[dict]:
     """The bag rows of ``wnids`` in ``shards`` (each shard's part and its retries' parts)."""
-    bags_dir = storage.join(WorkDir(work).extract(MIL_SPLIT), "bags")
-    fs, path = storage.get_fs(bags_dir)
+    sdir = WorkDir(work).extract(MIL_SPLIT)
     rows = []
     for shard in shards:
-        for part in sorted(fs.glob(f"{path}/{part_name(shard)}*.parquet")):
-            table = storage.read_table(
-                storage.to_url(bags_dir, part), filters=[("wnid", "in", wnids)]
-            )
-            rows += table.to_pylist()
+        for url in shard_parts(sdir, "bags", shard):
+            rows += storage.read_table(url, filters=[("wnid", "in", wnids)]).to_pylist()
     return sorted(rows, key=lambda r: r["image_id"])
 
 

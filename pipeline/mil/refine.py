@@ -97,3 +97,17 @@ def refine_difference(
         pos = torch.cat([bag[i] for bag, i in zip(bags, chosen, strict=True)])
         d = fit_difference(d0.float(), pos, negatives, s.lam, s.steps)
     return Refined(d, chosen)
+
+
+def refine_row(
+    rows: torch.Tensor,
+    j: int,
+    bg: int,
+    bags: list[torch.Tensor],
+    negatives: torch.Tensor,
+    s: MilSettings,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Output row ``j`` of ``rows`` (bias last) refined against the background row ``bg``: the
+    new row, and each bag's chosen windows."""
+    refined = refine_difference(rows[j] - rows[bg], bags, negatives, s)
+    return refined.d + rows[bg], refined.chosen

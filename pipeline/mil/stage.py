@@ -25,7 +25,7 @@ from pipeline.extract.stage import extracted_with, extraction_params
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
 from pipeline.mil.bags import bag_features, bag_rows, negative_features, negative_parts, shards_of
-from pipeline.mil.refine import refine_difference, settings_of
+from pipeline.mil.refine import refine_row, settings_of
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.workdir import MIL_SPLIT, WorkDir, mil_name
 from schemas.config import MilConfig, to_dict
@@ -97,8 +97,7 @@ class MilActor:
         j, bg = self.categories.rows([wnid])[0], self.categories.background_row
         row, chosen = self.rows[j], []
         if bags:
-            refined = refine_difference(row - self.rows[bg], bags, self.negatives, self.settings)
-            row, chosen = refined.d + self.rows[bg], refined.chosen
+            row, chosen = refine_row(self.rows, j, bg, bags, self.negatives, self.settings)
         boxes = [np.asarray(r["boxes"], np.float32).reshape(-1, 4) for r in read]
         return {
             "wnid": wnid,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 PIXEL_SCALE = 64.0  # (x - mean) / 64 puts uint8 images in roughly [-2, 2]
@@ -65,6 +66,20 @@ def to_input(
     if train:
         x = torch.where(augment.flip.view(b, 1, 1, 1), x.flip(3), x)
     return normalise(x, mean)
+
+
+@torch.no_grad()
+def fc7_features(
+    model, images: torch.Tensor | np.ndarray, mean, mirror: bool = False, batch: int = 256
+) -> torch.Tensor:
+    """fc7 features of uint8 (N, S, S, 3) images or windows, centre crop (and, with
+    ``mirror``, their mirror images after them), ``batch`` at a time, the model in eval mode."""
+    model.eval()
+    x = to_input(torch.as_tensor(images), model.input_size, mean, train=False)
+    if mirror:
+        x = torch.cat([x, x.flip(3)])
+    out = [torch.zeros(0, model.fc7.out_features)]
+    return torch.cat(out + [model.fc7_features(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def mean_tensor(mean, device: torch.device) -> torch.Tensor:

@@ -21,9 +21,9 @@ from pipeline.extract.inputs import load_inputs
 from pipeline.extract.plan import REFUSED_SCHEMA, Plan
 from pipeline.extract.stage import (
     StaleWorkDir,
-    _read_markers,
     _work_units,
     read_manifest,
+    read_markers,
     run_extract,
 )
 from pipeline.extract.warp import context_padding, warp_windows
@@ -293,7 +293,7 @@ def test_a_retry_completes_unreadable_images_and_leaves_the_rest(tiny_world, tmp
     monkeypatch.setattr(shard.storage, "read_bytes", failing)
     shard.process_shard(0, items, "val2", sdir, CFG, windows=True)
     first = Path(shard.part_url(sdir, "proposals", 0)).stat().st_mtime_ns
-    markers = _read_markers(sdir)
+    markers = read_markers(sdir)
     assert sorted(markers[0]["retry"]) == sorted(items[i]["image_id"] for i in (1, 3))
     monkeypatch.setattr(shard.storage, "read_bytes", read)
     plan = Plan("p", [("range-0", 0, 4)], 4, 4, "", REFUSED_SCHEMA.empty_table())
@@ -308,11 +308,11 @@ def test_a_retry_completes_unreadable_images_and_leaves_the_rest(tiny_world, tmp
     retried = pq.read_table(shard.part_url(sdir, "proposals", 0, attempt=1))
     assert retried.num_rows == 2
     assert Path(shard.part_url(sdir, "proposals", 0)).stat().st_mtime_ns == first
-    marker = _read_markers(sdir)[0]
+    marker = read_markers(sdir)[0]
     assert marker["retry"] == [] and marker["done"] == 4 and marker["attempt"] == 1
     windows = [pq.read_table(p).num_rows for p in _parts(sdir, "windows")]
     assert sum(marker["windows_per_class"].values()) == sum(windows)
-    assert _work_units(plan, _read_markers(sdir)) == []
+    assert _work_units(plan, read_markers(sdir)) == []
 
 
 def test_extract_from_and_to_s3(tiny_world, s3_bucket, ray_local):
