@@ -1,15 +1,14 @@
 """CPU cost of ``lsda mil`` per category (issue 24's goal: <= 2 s at 50 images, so that the
 7,404 leaves of imagenet7k.yaml cost <= 4 core-hours), against two obvious alternatives: a Ray
-task per category, which computes the negatives' features for each category (ours: once per
-actor, shared by its tasks' categories), and rounds that score every bag with the network
+task per category, which builds the negatives' pool for each category (ours: once per run,
+shared by every actor through the object store), and rounds that score every bag with the network
 again (ours: features kept for the rounds).
 
 python bench/mil_cost.py --data ROOT --work WORK [--categories 8]
 
 WORK: a finished ``lsda run`` (its ``mil`` split and ``detector-knn-5.pt``). One process, one
 thread (an actor's share): per category, reading and warping its bags, fc7 features, the
-rounds; the negatives' features are an actor's start-up, shared by all its categories, and
-timed apart.
+rounds with their hard-negative mining; the pool's features (once per run) are timed apart.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ import torch
 
 from pipeline.adapt.rows import with_bias
 from pipeline.extract.stage import extracted_with
-from pipeline.mil.bags import bag_features, bag_rows, negative_features, negative_parts, shards_of
+from pipeline.mil.bags import bag_features, bag_rows, shards_of
+from pipeline.mil.negatives import local_pool
 from pipeline.mil.refine import best_windows, fit_difference, refine_difference, settings_of
 from pipeline.model.checkpoints import load_model
 from pipeline.workdir import MIL_SPLIT, WorkDir
@@ -42,7 +42,8 @@ def every_round_again(rows, args, model, mean, negatives, d0, settings) -> torch
         bags = [bag_features(r, args.data, model, mean, args.max_pixels) for r in rows]
         chosen = best_windows(bags, d, settings.top)
         pos = torch.cat([b[i] for b, i in zip(bags, chosen, strict=True)])
-        d = fit_difference(d0, pos, negatives, settings.lam, settings.steps)
+        neg = negatives.hardest(d, settings.hard)
+        d = fit_difference(d0, pos, neg, settings.lam, settings.steps)
     return d
 
 
@@ -59,7 +60,7 @@ def main() -> None:
     model, categories, payload = load_model(WorkDir(args.work).model("knn-5"))
     mean, rows_w = payload["pixel_mean"], with_bias(model.output)
     t0 = time.process_time()
-    negatives = negative_features(negative_parts(args.work), cfg.negatives, model, mean)
+    negatives = local_pool(args.data, args.work, WorkDir(args.work).model("knn-5"), cfg.negatives)
     start = time.process_time() - t0
     shards = shards_of(args.work)
     wnids = [w for w in sorted(shards) if w in set(categories.wnids)][: args.categories]
@@ -77,8 +78,8 @@ def main() -> None:
     per = {name: sum(t) / len(t) for name, t in times.items()}
     per["a task per category"] = per["ours"] + start
     print(
-        f"{len(wnids)} categories, {cfg.images_per_category} bags each, {cfg.rounds} rounds; an "
-        f"actor's start-up (features of {len(negatives)} negatives): {start:.2f} CPU s"
+        f"{len(wnids)} categories, {cfg.images_per_category} bags each, {cfg.rounds} rounds; the "
+        f"pool (features of {len(negatives)} negatives, once per run): {start:.2f} CPU s"
     )
     for name, s in per.items():
         hours = s * LEAVES_7K / 3600

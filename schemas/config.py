@@ -289,7 +289,8 @@ class MilConfig:
     top: int = 1  # positives per bag and round
     lam: float = 1e-3  # pull towards the k-NN adapted row
     steps: int = 200  # L-BFGS iterations per round
-    negatives: int = 16384  # background windows of DET train, read once per actor
+    negatives: int = 131072  # the pool: background proposals of DET train (built once)
+    hard_negatives: int = 4096  # of the pool, each round's highest-scoring (0: all of it)
     categories_per_task: int = 64  # one Ray Data row of work: these categories' bags
     actors: int = 2  # feature actors (each holds layers 1-7 and the negatives' features)
 
@@ -298,6 +299,8 @@ class MilConfig:
             raise ValueError("images_per_category, rounds and top must be >= 1")
         if self.lam < 0 or self.negatives < 1 or self.categories_per_task < 1:
             raise ValueError("lam must be >= 0; negatives, categories_per_task >= 1")
+        if self.hard_negatives < 0:
+            raise ValueError("hard_negatives must be >= 0 (0: the whole pool)")
 
 
 @dataclass(frozen=True)

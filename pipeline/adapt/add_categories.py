@@ -28,7 +28,8 @@ from pipeline.extract.stage import extracted_with
 from pipeline.extract.warp import resize_square
 from pipeline.io import storage
 from pipeline.io.images import ImageError, decode_rgb
-from pipeline.mil.bags import image_bag, negative_features, negative_parts
+from pipeline.mil.bags import image_bag
+from pipeline.mil.negatives import stored_pool
 from pipeline.mil.refine import refine_row, settings_of
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.model.nets import CategoryMap, LSDANet
@@ -160,10 +161,11 @@ def refine_added(
     work: str, images: str, model: LSDANet, categories: CategoryMap, mean, wnids, cfg: MilConfig
 ) -> list[dict]:
     """The rows of ``wnids`` refined by ``lsda mil``'s rounds, each on ``images_per_category``
-    of its images (in the ``mil`` split's seeded order) as bags made now, against DET train's
-    background windows; returns the images that could not be made a bag, with the reason."""
+    of its images (in the ``mil`` split's seeded order) as bags made now, against the
+    background windows DET train's extraction stored (``stored_pool``); returns the images
+    that could not be made a bag, with the reason."""
     proposals = extracted_with(work, MIL_SPLIT) or extracted_with(work, "det-train")
-    negatives = negative_features(negative_parts(work), cfg.negatives, model, mean)
+    negatives = stored_pool(work, cfg.negatives, model, mean)
     rows, bg = with_bias(model.output), categories.background_row
     index, skipped = read_cls_folders(images), []
     for wnid in wnids:

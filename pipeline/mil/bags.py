@@ -1,6 +1,6 @@
-"""The inputs of ``lsda mil``: each held-out category's bags (its classification images'
-windows, from the ``mil`` extraction) and the shared negatives (background windows of DET
-train), as fc7 features of the detector's frozen layers 1-7, with a column of ones.
+"""The bags of ``lsda mil``: each held-out category's classification images' windows (from the
+``mil`` extraction), as fc7 features of the detector's frozen layers 1-7, with a column of
+ones. (The negatives: ``negatives.py``.)
 
 The ``mil`` extraction stores each bag's boxes, not its pixels; windows are warped here again,
 as detection does, from the image (a tar member by offset): at ImageNet's size the stored
@@ -22,14 +22,11 @@ from pipeline.io.images import decode_rgb
 from pipeline.mil.refine import with_ones
 from pipeline.model.nets import LSDANet
 from pipeline.model.preprocess import fc7_features
-from pipeline.train.data import decode_pixels
 from pipeline.workdir import MIL_SPLIT, WorkDir
-from schemas.arrow import BACKGROUND
 from schemas.config import ExtractConfig
 from schemas.records import ClsImage
 
 BATCH = 1024  # windows per forward pass
-MAX_NEGATIVE_PARTS = 64  # window parts the negatives are drawn from, evenly spaced
 
 
 def fc7(model: LSDANet, windows: np.ndarray, mean) -> torch.Tensor:
@@ -85,29 +82,3 @@ def image_bag(image: np.ndarray, model: LSDANet, mean, proposals: ExtractConfig)
     found = selective_search(image, p.resize_width, p.max_proposals, p.min_box, p.ss_mode)
     h, w = image.shape[:2]
     return window_features(image, bag_boxes(found, w, h), model, mean)
-
-
-def negative_parts(work: str) -> list[str]:
-    """DET train's window parts the negatives are read from (evenly spaced)."""
-    urls = WorkDir(work).extract_parts("det-train", "windows")
-    if not urls:
-        raise FileNotFoundError(f"no windows under {WorkDir(work).extract('det-train')}")
-    picks = np.linspace(0, len(urls) - 1, num=min(len(urls), MAX_NEGATIVE_PARTS))
-    return [urls[i] for i in sorted(set(picks.round().astype(int).tolist()))]
-
-
-def negative_features(parts: list[str], budget: int, model: LSDANet, mean) -> torch.Tensor:
-    """About ``budget`` background windows, the first of each part in ``parts``, as features:
-    the same ones in every actor."""
-    per_part = max(1, -(-budget // len(parts)))
-    feats = []
-    for url in parts:
-        t = storage.read_table(url, ["label", "size", "encoding", "pixels"]).to_pydict()
-        keep = [i for i, label in enumerate(t["label"]) if label == BACKGROUND][:per_part]
-        pixels = decode_pixels(
-            [t["pixels"][i] for i in keep],
-            [t["size"][i] for i in keep],
-            [t["encoding"][i] for i in keep],
-        )
-        feats.append(fc7(model, pixels, mean))
-    return torch.cat(feats)[:budget]

@@ -10,13 +10,17 @@ Each round:
 
 1. score every window of every bag with the current ``d_j``; each bag's best window (``top``
    of them) becomes a positive;
-2. refit ``d_j``: logistic loss, positives against the negatives, each side averaged (a bag
+2. take the ``hard`` negatives the current ``d_j`` scores highest from the pool (hard-negative
+   mining: most of a pool of tens of thousands of background windows is already far below
+   zero and teaches nothing);
+3. refit ``d_j``: logistic loss, positives against those negatives, each side averaged (a bag
    count of positives against thousands of negatives), plus ``lam / 2 * |d_j - d_j0|^2``,
    which keeps the row near the k-NN adapted one it started from (``d_j0``): 50 positives do
    not pin down a direction in fc7's space alone. Full-batch L-BFGS: deterministic, and a few
    hundred steps on ~5K windows take milliseconds.
 
-The negatives are background windows of the *detection* training images (DET train), never
+The negatives are background proposals of the *detection* training images (DET train,
+``negatives.py``), never
 windows of the category's own bags: a classification image may hold the object more than once,
 and a window that overlaps the chosen one little may be a second instance, so no window of a
 bag is ever called background (the rule the issue asks to state). val1's background windows
@@ -27,11 +31,15 @@ holds the very objects being learned (docs/mil.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from schemas.config import MilConfig
+
+if TYPE_CHECKING:  # negatives.py builds its pool with bags.py, which uses with_ones below
+    from pipeline.mil.negatives import NegativePool
 
 
 @dataclass(frozen=True)
@@ -40,10 +48,13 @@ class MilSettings:
     top: int = 1  # positives per bag and round: its best-scoring windows
     lam: float = 1e-3  # pull towards the row the refinement started from
     steps: int = 200  # L-BFGS iterations per round
+    hard: int = 4096  # negatives per round: the pool's highest-scoring (0: the whole pool)
 
 
 def settings_of(cfg: MilConfig) -> MilSettings:
-    return MilSettings(rounds=cfg.rounds, top=cfg.top, lam=cfg.lam, steps=cfg.steps)
+    return MilSettings(
+        rounds=cfg.rounds, top=cfg.top, lam=cfg.lam, steps=cfg.steps, hard=cfg.hard_negatives
+    )
 
 
 def with_ones(features: torch.Tensor) -> torch.Tensor:
@@ -87,15 +98,16 @@ class Refined:
 
 
 def refine_difference(
-    d0: torch.Tensor, bags: list[torch.Tensor], negatives: torch.Tensor, s: MilSettings
+    d0: torch.Tensor, bags: list[torch.Tensor], negatives: NegativePool, s: MilSettings
 ) -> Refined:
-    """The rounds above for one category: bags and negatives are features with ones."""
+    """The rounds above for one category: bags and the pool are features with ones."""
     d = d0.float()
     chosen: list[torch.Tensor] = []
     for _ in range(s.rounds):
         chosen = best_windows(bags, d, s.top)
         pos = torch.cat([bag[i] for bag, i in zip(bags, chosen, strict=True)])
-        d = fit_difference(d0.float(), pos, negatives, s.lam, s.steps)
+        neg = negatives.hardest(d, s.hard)
+        d = fit_difference(d0.float(), pos, neg, s.lam, s.steps)
     return Refined(d, chosen)
 
 
@@ -104,7 +116,7 @@ def refine_row(
     j: int,
     bg: int,
     bags: list[torch.Tensor],
-    negatives: torch.Tensor,
+    negatives: NegativePool,
     s: MilSettings,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Output row ``j`` of ``rows`` (bias last) refined against the background row ``bg``: the

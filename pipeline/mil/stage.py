@@ -2,10 +2,11 @@
 their own classification images, by multiple-instance learning (``refine``).
 
 The driver maps categories to the ``mil`` extraction's shards (from its markers) and cuts them
-into tasks of ``categories_per_task``; a pool of Ray Data actors (each holding layers 1-7 and
-the negatives' features) refines a task's categories one at a time, so an actor's memory is
-one category's bags. Each task writes its rows as a Parquet part and a marker under
-``WORK/mil/<name>/``: a re-run does only the tasks without one. The detector
+into tasks of ``categories_per_task``. The negatives' pool (``negatives.py``) is built first,
+once, by a Ray task per DET train shard; a pool of Ray Data actors (each holding layers 1-7 and
+reading the pool from the object store) refines a task's categories one at a time, so an
+actor's own memory is one category's bags. Each task writes its rows as a Parquet part and a
+marker under ``WORK/mil/<name>/``: a re-run does only the tasks without one. The detector
 ``detector-<name>.pt`` is the base with those rows replaced (set B's rows and the background
 row untouched), written last, with its lineage.
 """
@@ -24,7 +25,8 @@ from pipeline.adapt.rows import apply_rows, with_bias
 from pipeline.extract.stage import extracted_with, extraction_params
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
-from pipeline.mil.bags import bag_features, bag_rows, negative_features, negative_parts, shards_of
+from pipeline.mil.bags import bag_features, bag_rows, shards_of
+from pipeline.mil.negatives import NegativePool, build_pool
 from pipeline.mil.refine import refine_row, settings_of
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.workdir import MIL_SPLIT, WorkDir, mil_name
@@ -53,21 +55,28 @@ def task_marker(mdir: str, task: int) -> str:
 
 
 class MilActor:
-    """Holds the base detector's layers 1-7 and the negatives' features; refines a task's
+    """Holds the base detector's layers 1-7 and the negatives' pool; refines a task's
     categories one at a time and writes their rows."""
 
     def __init__(
-        self, model_url: str, data: str, work: str, mdir: str, cfg: MilConfig, max_pixels: int
+        self,
+        model_url: str,
+        data: str,
+        work: str,
+        mdir: str,
+        cfg: MilConfig,
+        max_pixels: int,
+        pool: list,
     ):
+        import ray
+
         torch.set_num_threads(1)
         self.model, self.categories, payload = load_model(model_url)
         self.mean = payload["pixel_mean"]
         self.rows = with_bias(self.model.output)
         self.data, self.work, self.mdir = data, work, mdir
         self.settings, self.max_pixels = settings_of(cfg), max_pixels
-        self.negatives = negative_features(
-            negative_parts(work), cfg.negatives, self.model, self.mean
-        )
+        self.negatives = NegativePool(ray.get(pool), cfg.negatives)
 
     def __call__(self, batch: dict) -> dict:
         done = [self.task(json.loads(t)) for t in batch["task"]]
@@ -214,9 +223,19 @@ def run_mil(
     _fresh(mdir, {**inputs, "categories_per_task": per_task})  # a task's id: its categories
     done = {t["task"] for t in tasks if storage.exists(task_marker(mdir, t["task"]))}
     pending = [t for t in tasks if t["task"] not in done]
+    pool_size, pool_seconds = 0, 0.0
     if pending:
         ensure_ray()
+        t_pool = time.time()
+        pool, pool_size = build_pool(storage.absolute(data), work, base_url, cfg.negatives)
+        pool_seconds = time.time() - t_pool
+        print(
+            f"mil {name}: a pool of {pool_size} background windows of DET train "
+            f"({pool_seconds:.0f} s)",
+            flush=True,
+        )
         kwargs = {
+            "pool": pool,
             "model_url": base_url,
             "data": storage.absolute(data),
             "work": work,
@@ -253,6 +272,8 @@ def run_mil(
         "tasks": len(tasks),
         "resumed_tasks": len(done),
         "cpu_seconds_per_category": round(sum(cpu) / max(len(cpu), 1), 3),
+        "negatives_pool": pool_size,  # 0 where every task was done before (resumed)
+        "pool_seconds": round(pool_seconds, 2),  # once per run, not per category
         "seconds": round(time.time() - t0, 2),
     }
     storage.write_text(storage.join(mdir, "summary.json"), json.dumps(summary, indent=1))

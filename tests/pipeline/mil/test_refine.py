@@ -2,6 +2,7 @@
 
 import torch
 
+from pipeline.mil.negatives import NegativePool
 from pipeline.mil.refine import (
     MilSettings,
     best_windows,
@@ -48,11 +49,14 @@ def test_rounds_find_the_latent_positive_from_a_weak_start():
     signal = torch.zeros(dim)
     signal[:4] = 3.0
     bags, latent = _bags(40, 30, dim, signal)
-    negatives = with_ones(torch.randn(2000, dim, generator=torch.Generator().manual_seed(2)))
+    negatives = NegativePool(
+        [with_ones(torch.randn(2000, dim, generator=torch.Generator().manual_seed(2))).numpy()],
+        2000,
+    )
     d0 = with_ones(signal[None] * 0.1)[0]  # a weak hint of the direction, as k-NN gives
     d0[-1] = 0.0
-    out = refine_difference(d0, bags, negatives, MilSettings(rounds=3, lam=1e-3))
+    out = refine_difference(d0, bags, negatives, MilSettings(rounds=3, lam=1e-3, hard=500))
     found = sum(int(c[0]) == i for c, i in zip(out.chosen, latent, strict=True))
     assert found >= 36  # of 40; a random window: 40 / 30 expected
-    again = refine_difference(d0, bags, negatives, MilSettings(rounds=3, lam=1e-3))
+    again = refine_difference(d0, bags, negatives, MilSettings(rounds=3, lam=1e-3, hard=500))
     assert torch.equal(out.d, again.d)  # deterministic
