@@ -6,7 +6,10 @@ re-run only prints. Then, per row of the paper's Table 1, the held-out / trained
 mean ± half the range over the seeds, the held-out mAP relative to the oracle's, the share of
 the classifier -> oracle gap the row closes (the paper's k-NN row: (15.97 - 10.31) / (26.25 -
 10.31) = 35%), and the issue's checks on every seed. Markdown, ready for the README:
-python bench/seeds.py [--seeds 0 1 2] [--dir demo] [--config configs/toyworld.yaml]
+python bench/seeds.py [--seeds 0 1 2] [--dir DIR] [--config configs/toyworld.yaml] [--size demo]
+
+DIR must be new (or left by this same code): a work dir left by another recipe resumes its
+finished stages and measures that recipe, not this one (docs/notes.md).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ ROWS = ["classifier", "bg-only", "all-layers", "knn-5", "avg-offset", "knn-5-mil
 TRANSFER = ["bg-only", "all-layers", "knn-5", "avg-offset", "knn-5-mil"]
 
 
-def run_seed(seed: int, root: str, config: str) -> dict:
+def run_seed(seed: int, root: str, config: str, size: str = "demo") -> dict:
     data, work = f"{root}/seed{seed}/data", f"{root}/seed{seed}/work"
     lsda = [sys.executable, "-m", "jobs.cli"]
-    size = ["--size", "demo", "--seed", str(seed)]
+    size = ["--size", size, "--seed", str(seed)]
     subprocess.run([*lsda, "toyworld", "--out", data, *size], check=True)
     subprocess.run([*lsda, "run", "--data", data, "--work", work, "--config", config], check=True)
     with open(f"{work}/report/metrics.json") as f:
@@ -92,9 +95,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--dir", default="demo")
     ap.add_argument("--config", default="configs/toyworld.yaml")
+    ap.add_argument("--size", default="demo", help="lsda toyworld's size: demo or imagenet")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    reports = {s: run_seed(s, args.dir, args.config) for s in args.seeds}
+    reports = {s: run_seed(s, args.dir, args.config, args.size) for s in args.seeds}
     seconds = [rep["seconds"]["total"] for rep in reports.values()]
     print(f"\nseeds {args.seeds}, mAP % on val2 (mean ± half the range over the seeds):\n")
     print("\n".join(table(reports)))
