@@ -109,9 +109,11 @@ def refine_all(data: str, work: str, cfg: RunConfig, timed: Timings) -> None:
     knn = knn_name(cfg.run.k)
     summary = timed("mil", run_mil, data, work, cfg.mil, base=knn, label=mil_name(knn))
     if not summary.get("skipped"):
+        pool = summary["negatives_pool"]  # 0: every task was done by an earlier run
         print(
             f"mil: {summary['refined']} categories refined on {summary['bags']} bags, "
-            f"{summary['cpu_seconds_per_category']} CPU s per category",
+            f"{summary['cpu_seconds_per_category']} CPU s per category"
+            + (f"; negatives mined from a pool of {pool}" if pool else ""),
             flush=True,
         )
 

@@ -157,7 +157,16 @@ def _img(url: str) -> str:
     return f'<img src="data:image/{kind};base64,{data}">'
 
 
-MIL_KEYS = ("refined", "bags", "windows", "cpu_seconds_per_category", "seconds", "skipped_bags")
+MIL_KEYS = (
+    "refined",
+    "bags",
+    "windows",
+    "cpu_seconds_per_category",
+    "seconds",
+    "skipped_bags",
+    "negatives_pool",
+    "pool_seconds",
+)
 
 
 def mil_summary(work: str, run_cfg: PipelineConfig) -> dict | None:
@@ -166,16 +175,22 @@ def mil_summary(work: str, run_cfg: PipelineConfig) -> dict | None:
     if not run_cfg.mil or not storage.exists(url):
         return None
     summary = json.loads(storage.read_text(url))
-    return {k: summary[k] for k in MIL_KEYS}
+    return {k: summary.get(k) for k in MIL_KEYS}
 
 
 def mil_line(mil: dict | None) -> str:
     if not mil:
         return ""
+    pool = ""
+    if mil.get("negatives_pool"):  # 0: every task was done by an earlier run
+        pool = (
+            f", against the hardest of a pool of {mil['negatives_pool']} background windows "
+            f"of DET train (built once, {mil['pool_seconds']} s)"
+        )
     return (
         f"<p>The -mil row: {mil['refined']} held-out rows refined on {mil['bags']} of their "
         f"classification images ({mil['windows']} windows), "
-        f"{mil['cpu_seconds_per_category']} CPU seconds per category (docs/mil.md).</p>"
+        f"{mil['cpu_seconds_per_category']} CPU seconds per category{pool} (docs/mil.md).</p>"
     )
 
 

@@ -80,6 +80,7 @@ def test_report_page_and_charts(quick_run):
     assert 'href="../detect/knn-5/val2/detections.json"' in page and "AP per category" in page
     assert 'href="categories.html"' in page
     assert "12 held-out rows refined on 600 of their classification images" in page
+    assert "against the hardest of a pool of" in page
     report = json.loads(Path(work, "report/metrics.json").read_text())
     assert report["mil"]["refined"] == 12 and report["mil"]["cpu_seconds_per_category"] > 0
     metrics = json.loads(Path(work, "evaluate/knn-5/val2/metrics.json").read_text())
@@ -153,6 +154,25 @@ def test_mil_resumes_where_it_stopped(quick_run):
     assert summary["tasks"] == 2 and summary["resumed_tasks"] == 1 and summary["refined"] == 12
     after, _, _ = load_model(model)
     assert torch.equal(before.output.weight, after.output.weight)
+    assert summary["negatives_pool"] == _background_proposals(work)  # under the budget: all
+
+
+def _background_proposals(work: str) -> int:
+    """DET train's proposals below IoU 0.5 with every labelled box of their image."""
+    det = Path(work, "extract/det-train")
+    windows = pq.read_table(det / "windows", columns=["image_id", "source", "box"]).to_pylist()
+    gt = defaultdict(list)
+    for w in windows:
+        if w["source"] == "gt":
+            gt[w["image_id"]].append(w["box"])
+    n = 0
+    for row in pq.read_table(det / "proposals", columns=["image_id", "boxes"]).to_pylist():
+        boxes = np.asarray(row["boxes"]).reshape(-1, 4)
+        if gt[row["image_id"]]:
+            n += int((iou_matrix(boxes, np.array(gt[row["image_id"]])).max(1) < 0.5).sum())
+        else:
+            n += len(boxes)
+    return n
 
 
 def test_coco_results_are_each_images_best_parquet_detections(quick_run):
