@@ -73,8 +73,11 @@ def background_boxes(
     return proposals[keep]
 
 
-def shard_pool(data: str, work: str, model_url: str, shard: int, quota: int) -> np.ndarray:
-    """Features (N, D + 1) of up to ``quota`` background proposals of one DET train shard."""
+def shard_pool(
+    data: str, work: str, model_url: str, shard: int, quota: int
+) -> tuple[np.ndarray, list[str]]:
+    """Features (N, D + 1) of up to ``quota`` background proposals of one DET train shard, and
+    the images that could not be read ("<url>: <why>"): left out of the pool, not fatal."""
     torch.set_num_threads(1)
     sdir, cfg = WorkDir(work).extract(SPLIT), extracted_with(work, SPLIT)
     model, _, payload = load_model(model_url)
@@ -84,25 +87,28 @@ def shard_pool(data: str, work: str, model_url: str, shard: int, quota: int) -> 
     for url in shard_parts(sdir, "proposals", shard):
         images += storage.read_table(url, ["image_id", "image_url", "boxes"]).to_pylist()
     per_image = max(1, -(-quota // max(len(images), 1)))
-    feats = []
+    none = np.zeros((0, 4), np.float32)
+    feats, skipped = [], []
     for row in sorted(images, key=lambda r: r["image_id"]):
         proposals = np.asarray(row["boxes"], np.float32).reshape(-1, 4)
-        empty = np.zeros((0, 4), np.float32)
-        boxes = background_boxes(
-            row["image_id"], proposals, gt.get(row["image_id"], empty), cfg.fg_iou, per_image,
-            cfg.seed,
-        )  # fmt: skip
-        if len(boxes):
-            raw = storage.read_bytes(storage.resolve(data, row["image_url"]))
-            image, _ = decode_rgb(raw, cfg.max_pixels, 1, tuple(mean))
-            feats.append(window_features(image, boxes, model, mean))
+        truth = gt.get(row["image_id"], none)
+        boxes = background_boxes(row["image_id"], proposals, truth, cfg.fg_iou, per_image, cfg.seed)
+        if not len(boxes):
+            continue
+        url = storage.resolve(data, row["image_url"])
+        try:
+            image, _ = decode_rgb(storage.read_bytes(url), cfg.max_pixels, 1, tuple(mean))
+        except (OSError, ValueError) as exc:  # lost since extraction: the pool goes without it
+            skipped.append(f"{url}: {type(exc).__name__}: {exc}")
+            continue
+        feats.append(window_features(image, boxes, model, mean))
     out = torch.cat(feats) if feats else torch.zeros(0, model.output.in_features + 1)
-    return out[:quota].numpy()
+    return out[:quota].numpy(), skipped
 
 
-def build_pool(data: str, work: str, model_url: str, budget: int) -> tuple[list, int]:
-    """The pool's parts as object refs (one Ray task per shard of ``pool_shards``) and its
-    size in windows; the driver never holds the features."""
+def build_pool(data: str, work: str, model_url: str, budget: int) -> tuple[list, int, list[str]]:
+    """The pool's parts as object refs (one Ray task per shard of ``pool_shards``), its size in
+    windows and the images left out of it; the driver never holds the features."""
     import ray
 
     from pipeline.io.ray_env import remote_args
@@ -110,20 +116,23 @@ def build_pool(data: str, work: str, model_url: str, budget: int) -> tuple[list,
     shards = pool_shards(work)
     quota = -(-budget // len(shards))
 
-    def part(*args) -> tuple[np.ndarray, int]:
-        features = shard_pool(*args)
-        return features, len(features)
+    def part(*args) -> tuple[np.ndarray, tuple[int, list[str]]]:
+        features, skipped = shard_pool(*args)
+        return features, (len(features), skipped)
 
     task = ray.remote(num_cpus=1, num_returns=2)(part).options(**remote_args())
     pending = [task.remote(data, work, model_url, s, quota) for s in shards]
-    return [p[0] for p in pending], min(budget, sum(ray.get([p[1] for p in pending])))
+    counts = ray.get([p[1] for p in pending])
+    size = min(budget, sum(n for n, _ in counts))
+    return [p[0] for p in pending], size, [s for _, group in counts for s in group]
 
 
 def local_pool(data: str, work: str, model_url: str, budget: int) -> NegativePool:
     """``build_pool``'s pool made in this process, shard after shard (the cost bench)."""
     shards = pool_shards(work)
     quota = -(-budget // len(shards))
-    return NegativePool([shard_pool(data, work, model_url, s, quota) for s in shards], budget)
+    parts = [shard_pool(data, work, model_url, s, quota)[0] for s in shards]
+    return NegativePool(parts, budget)
 
 
 def stored_pool(work: str, budget: int, model: LSDANet, mean) -> NegativePool:

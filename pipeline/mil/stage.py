@@ -223,15 +223,18 @@ def run_mil(
     _fresh(mdir, {**inputs, "categories_per_task": per_task})  # a task's id: its categories
     done = {t["task"] for t in tasks if storage.exists(task_marker(mdir, t["task"]))}
     pending = [t for t in tasks if t["task"] not in done]
-    pool_size, pool_seconds = 0, 0.0
+    pool_size, pool_seconds, pool_skipped = 0, 0.0, []
     if pending:
         ensure_ray()
         t_pool = time.time()
-        pool, pool_size = build_pool(storage.absolute(data), work, base_url, cfg.negatives)
+        pool, pool_size, pool_skipped = build_pool(
+            storage.absolute(data), work, base_url, cfg.negatives
+        )
         pool_seconds = time.time() - t_pool
         print(
             f"mil {name}: a pool of {pool_size} background windows of DET train "
-            f"({pool_seconds:.0f} s)",
+            f"({pool_seconds:.0f} s)"
+            + (f"; {len(pool_skipped)} unreadable images left out" if pool_skipped else ""),
             flush=True,
         )
         kwargs = {
@@ -274,6 +277,7 @@ def run_mil(
         "cpu_seconds_per_category": round(sum(cpu) / max(len(cpu), 1), 3),
         "negatives_pool": pool_size,  # 0 where every task was done before (resumed)
         "pool_seconds": round(pool_seconds, 2),  # once per run, not per category
+        "pool_skipped_images": pool_skipped,  # DET train images that could not be read
         "seconds": round(time.time() - t0, 2),
     }
     storage.write_text(storage.join(mdir, "summary.json"), json.dumps(summary, indent=1))

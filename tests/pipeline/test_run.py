@@ -16,6 +16,7 @@ import torch
 from jobs.cli import main
 from pipeline import lineage
 from pipeline.data.boxes import iou_matrix
+from pipeline.mil.negatives import pool_shards, shard_pool
 from pipeline.mil.stage import run_mil
 from pipeline.model.checkpoints import load_model
 from pipeline.run import run_pipeline
@@ -155,6 +156,16 @@ def test_mil_resumes_where_it_stopped(quick_run):
     after, _, _ = load_model(model)
     assert torch.equal(before.output.weight, after.output.weight)
     assert summary["negatives_pool"] == _background_proposals(work)  # under the budget: all
+
+
+def test_the_pool_leaves_out_an_unreadable_image_and_goes_on(quick_run, tmp_path):
+    """DET train's images gone since extraction (here: the whole dataset): each is named with
+    its reason, and the pool is made of what could be read instead of failing the stage."""
+    _, work, _ = quick_run
+    model = f"{work}/models/detector-knn-5.pt"
+    features, skipped = shard_pool(str(tmp_path), work, model, pool_shards(work)[0], 10**6)
+    assert len(features) == 0 and skipped
+    assert all(s.startswith(str(tmp_path)) and "FileNotFoundError" in s for s in skipped)
 
 
 def _background_proposals(work: str) -> int:
