@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from pipeline.adapt.rows import adapt, apply_rows, with_bias
 from pipeline.data.cls_reader import read_cls_bytes, read_cls_folders
+from pipeline.data.sampling import evenly_spaced
 from pipeline.extract.inputs import sample_key
 from pipeline.extract.stage import extracted_with
 from pipeline.extract.warp import resize_square
@@ -64,9 +65,10 @@ def sample_negatives(work: str, budget: int) -> tuple[np.ndarray, list[str]]:
     if not urls:
         raise FileNotFoundError(f"no classification shards under {wd.extract('cls')}")
     pixels, wnids = [], []
-    for i in np.linspace(0, len(urls) - 1, num=min(len(urls), 64)).round().astype(int):
-        t = storage.read_table(urls[i], ["wnid", "size", "pixels"])
-        take = min(t.num_rows, max(1, budget // min(len(urls), 64)))
+    picked = evenly_spaced(urls, 64)
+    for url in picked:
+        t = storage.read_table(url, ["wnid", "size", "pixels"])
+        take = min(t.num_rows, max(1, budget // len(picked)))
         sizes = t.column("size").to_pylist()[:take]
         pixels.append(decode_pixels(t.column("pixels").to_pylist()[:take], sizes))
         wnids += t.column("wnid").to_pylist()[:take]

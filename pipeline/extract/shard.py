@@ -20,7 +20,6 @@ import json
 import socket
 import time
 import traceback
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ import pyarrow as pa
 
 from pipeline.data.boxes import best_overlap
 from pipeline.data.cls_reader import read_cls_many
+from pipeline.data.sampling import seeded_sample
 from pipeline.extract.proposals import selective_search
 from pipeline.extract.warp import context_padding, resize_square, warp_windows
 from pipeline.failures import RETRYABLE, held_for_a_test, quarantine_reason
@@ -116,9 +116,7 @@ def sample_windows(item: dict, proposals: np.ndarray, cfg: ExtractConfig) -> dic
     best, ious = best_overlap(proposals, gt)
     fg = np.nonzero(ious >= cfg.fg_iou)[0].tolist() if len(gt) else []
     bg = np.nonzero(ious < cfg.fg_iou)[0].tolist() if len(gt) else list(range(len(proposals)))
-    if len(bg) > cfg.bg_per_image:
-        rng = np.random.default_rng([cfg.seed, zlib.crc32(item["image_id"].encode())])
-        bg = sorted(rng.choice(bg, cfg.bg_per_image, replace=False).tolist())
+    bg = seeded_sample(bg, cfg.bg_per_image, cfg.seed, item["image_id"])
     overlap = [gt_wnids[j] if j >= 0 else None for j in best]
     return {
         "box": np.concatenate([gt, proposals[fg + bg].reshape(-1, 4)]),

@@ -19,12 +19,12 @@ seeded sample per image where an image has more background proposals than its sh
 from __future__ import annotations
 
 import warnings
-import zlib
 
 import numpy as np
 import torch
 
 from pipeline.data.boxes import best_overlap
+from pipeline.data.sampling import evenly_spaced, seeded_sample
 from pipeline.extract.shard import shard_parts
 from pipeline.extract.stage import extracted_with, read_markers
 from pipeline.io import storage
@@ -46,8 +46,13 @@ def pool_shards(work: str) -> list[int]:
     shards = sorted(read_markers(sdir))
     if not shards:
         raise FileNotFoundError(f"no finished shards under {sdir}: run `lsda extract` first")
-    picks = np.linspace(0, len(shards) - 1, num=min(len(shards), MAX_POOL_SHARDS))
-    return [shards[i] for i in sorted(set(picks.round().astype(int).tolist()))]
+    return evenly_spaced(shards, MAX_POOL_SHARDS)
+
+
+def pool_plan(work: str, budget: int) -> tuple[list[int], int]:
+    """The shards the pool is drawn from, and each one's share of ``budget``."""
+    shards = pool_shards(work)
+    return shards, -(-budget // len(shards))
 
 
 def gt_boxes(sdir: str, shard: int) -> dict[str, np.ndarray]:
@@ -66,11 +71,8 @@ def background_boxes(
 ) -> np.ndarray:
     """The proposals below ``fg_iou`` with every box; a seeded sample of ``cap`` if more."""
     _, ious = best_overlap(proposals, gt)
-    keep = np.nonzero(ious < fg_iou)[0]
-    if len(keep) > cap:
-        rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
-        keep = np.sort(rng.choice(keep, cap, replace=False))
-    return proposals[keep]
+    keep = seeded_sample(np.nonzero(ious < fg_iou)[0].tolist(), cap, seed, image_id)
+    return proposals[keep].reshape(-1, 4)
 
 
 def shard_pool(
@@ -113,8 +115,7 @@ def build_pool(data: str, work: str, model_url: str, budget: int) -> tuple[list,
 
     from pipeline.io.ray_env import remote_args
 
-    shards = pool_shards(work)
-    quota = -(-budget // len(shards))
+    shards, quota = pool_plan(work, budget)
 
     def part(*args) -> tuple[np.ndarray, tuple[int, list[str]]]:
         features, skipped = shard_pool(*args)
@@ -129,8 +130,7 @@ def build_pool(data: str, work: str, model_url: str, budget: int) -> tuple[list,
 
 def local_pool(data: str, work: str, model_url: str, budget: int) -> NegativePool:
     """``build_pool``'s pool made in this process, shard after shard (the cost bench)."""
-    shards = pool_shards(work)
-    quota = -(-budget // len(shards))
+    shards, quota = pool_plan(work, budget)
     parts = [shard_pool(data, work, model_url, s, quota)[0] for s in shards]
     return NegativePool(parts, budget)
 
@@ -142,8 +142,7 @@ def stored_pool(work: str, budget: int, model: LSDANet, mean) -> NegativePool:
     urls = WorkDir(work).extract_parts(SPLIT, "windows")
     if not urls:
         raise FileNotFoundError(f"no windows under {WorkDir(work).extract(SPLIT)}")
-    picks = np.linspace(0, len(urls) - 1, num=min(len(urls), MAX_POOL_SHARDS))
-    parts = [urls[i] for i in sorted(set(picks.round().astype(int).tolist()))]
+    parts = evenly_spaced(urls, MAX_POOL_SHARDS)
     per_part = max(1, -(-budget // len(parts)))
     feats = []
     for url in parts:
