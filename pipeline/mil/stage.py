@@ -226,10 +226,9 @@ def run_mil(
     pool_size, pool_seconds, pool_skipped = 0, 0.0, []
     if pending:
         ensure_ray()
+        root = storage.absolute(data)  # where the tasks and actors read images from
         t_pool = time.time()
-        pool, pool_size, pool_skipped = build_pool(
-            storage.absolute(data), work, base_url, cfg.negatives
-        )
+        pool, pool_size, pool_skipped = build_pool(root, work, base_url, cfg.negatives)
         pool_seconds = time.time() - t_pool
         print(
             f"mil {name}: a pool of {pool_size} background windows of DET train "
@@ -240,7 +239,7 @@ def run_mil(
         kwargs = {
             "pool": pool,
             "model_url": base_url,
-            "data": storage.absolute(data),
+            "data": root,
             "work": work,
             "mdir": mdir,
             "cfg": cfg,
