@@ -108,11 +108,12 @@ def ray_local(_ray_session):
     return _ray_session
 
 
-def smoke_config(shard_size: int = 4, workers: int = 2) -> str:
+def smoke_config(shard_size: int = 4, workers: int = 1) -> str:
     """The toyworld config with a [quick] section small enough for the test-size world: the
     whole pipeline in about a minute, for tests of plumbing rather than of learning. Small
     shards make several per split (what fault tests need); one worker saves a process and
-    the process group in each of the four fits."""
+    the process group in each of the four fits (~6 CPU-s each; two workers are the quick
+    run's, tests/pipeline/test_run.py)."""
     import yaml
 
     doc = yaml.safe_load(Path(__file__).parents[1].joinpath("configs/toyworld.yaml").read_text())
@@ -163,9 +164,18 @@ def pytest_sessionfinish(session) -> None:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """The slow modules first (the order pytest-xdist hands modules to its two processes), so
-    that the last module to run is a short one, not an end-to-end run left on its own."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)  # stable
+    """The longest modules first, by the seconds their ``slow`` marker states (measured: the
+    module's summed test durations in a whole ``make test``). ``make test`` runs pytest-xdist
+    with ``--dist loadfile --no-loadscope-reorder``: each process takes the next module in
+    this order when it runs short of work, so the two end close together instead of one
+    running a long module alone at the end. (xdist's own order, by number of tests, left one
+    process idle for ~4 minutes of a 33-minute run.)"""
+    items.sort(key=lambda item: -module_seconds(item))  # stable: a module's tests stay in order
+
+
+def module_seconds(item) -> float:
+    marker = item.get_closest_marker("slow")
+    return marker.kwargs.get("seconds", 60) if marker else 0
 
 
 @dataclass

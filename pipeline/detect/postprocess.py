@@ -1,14 +1,14 @@
 """From window scores to detections: background subtraction, per-class NMS, top-N.
 
 Boxes are ILSVRC pixels (0-based, inclusive); adding 1 to x2, y2 gives the continuous boxes
-torchvision's NMS expects, with the same IoU.
+torchvision's NMS kernel expects (``nms.py``), with the same IoU.
 """
 
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms, nms
 
+from pipeline.detect.nms import batched_nms, box_iou, nms
 from schemas.config import PostConfig
 
 
@@ -18,8 +18,6 @@ def background_scores(logits: torch.Tensor, background_row: int) -> torch.Tensor
 
 
 def iou_inclusive(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    from torchvision.ops import box_iou
-
     return box_iou(to_continuous(a), to_continuous(b))
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.detect.nms import nms
 from pipeline.detect.postprocess import first_per_class, nms_per_group, to_continuous
 from schemas.config import VocabPostConfig
 
@@ -143,8 +144,6 @@ def naive_detect(
 
 def naive_post(scores: torch.Tensor, boxes: torch.Tensor, cfg: VocabPostConfig):
     """A per-class loop of threshold + NMS, then cross-class NMS and the class limit."""
-    from torchvision.ops import nms
-
     cont = to_continuous(boxes.float())
     found = []
     for c in range(scores.shape[1]):

@@ -25,6 +25,8 @@ from pipeline.train.detector import run_train_det
 from pipeline.workdir import WorkDir
 from schemas.config import CategorySplit, load_config, toyworld_config
 
+pytestmark = pytest.mark.slow(seconds=560)
+
 EXTRACT = replace(load_config("configs/toyworld.yaml").extract, shard_size=16)
 CLS = replace(load_config("configs/toyworld.yaml").train_cls, epochs=6, batch_size=32)
 DET = replace(
@@ -72,11 +74,15 @@ def test_no_readers_group_outlives_its_fit(trained):
     assert readers and {g["state"] for g in readers} == {"REMOVED"}
 
 
-def test_detection_finetune_resumes_after_a_failure_and_leaves_fcA_alone(trained):
+def test_detection_finetune_resumes_after_a_failure_and_a_rerun_and_leaves_fcA_alone(trained):
+    """One fit with a worker failure injected half-way (Ray Train restarts it from its
+    checkpoint), a rerun that finds the model done, and a longer rerun after the model file
+    was lost, which resumes from the fit's last checkpoint: three resumptions, two fits."""
     data, work, _ = trained
     cfg = replace(DET, inject_failure_at=20)
     summary = run_train_det(data, work, cfg, name="faulty")
     assert summary["iteration"] == 40 and summary["resumed_from"] == 20
+    assert summary["fg_bg_accuracy"] > summary["fg_bg_accuracy_before"]
     cls_model, categories, _ = load_model(WorkDir(work).model("cls.pt"))
     det_model, _, payload = load_model(WorkDir(work).model("det-faulty.pt"))
     b_rows = categories.rows(set_b(data, CategorySplit()))
@@ -88,19 +94,13 @@ def test_detection_finetune_resumes_after_a_failure_and_leaves_fcA_alone(trained
     assert det_model.output.weight[categories.background_row].abs().sum() > 0
     assert payload["set_b"] == set_b(data, CategorySplit()) and payload["kind"] == "det"
 
-
-def test_detection_finetune_raises_fg_bg_accuracy_and_a_rerun_resumes(trained):
-    data, work, _ = trained
-    cfg = replace(DET, iterations=20)
-    first = run_train_det(data, work, cfg, name="resumable")
-    assert first["fg_bg_accuracy"] > first["fg_bg_accuracy_before"]
-    assert run_train_det(data, work, cfg, name="resumable")["skipped"]
+    assert run_train_det(data, work, cfg, name="faulty")["skipped"]
     # as if the job had died before writing its model: the run's checkpoints remain
-    fs, path = storage.get_fs(WorkDir(work).model("det-resumable.pt"))
+    fs, path = storage.get_fs(WorkDir(work).model("det-faulty.pt"))
     fs.rm(path)
-    longer = replace(DET, iterations=40)
-    again = run_train_det(data, work, longer, name="resumable")
-    assert again["resumed_from"] == 20 and again["iteration"] == 40
+    longer = replace(DET, iterations=60)
+    again = run_train_det(data, work, longer, name="faulty")
+    assert again["resumed_from"] == 40 and again["iteration"] == 60
 
 
 def test_auto_lengths_stop_on_a_plateau_say_why_and_stay_stopped(trained, tmp_path):
