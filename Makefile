@@ -28,11 +28,9 @@ format: $(STAMP)
 
 # Two test processes (pytest-xdist), a module each at a time: the end-to-end modules spend
 # much of their time waiting on Ray (actor start-up, polling), which the other one fills.
-# Modules go out longest first (tests/conftest.py), not in xdist's order by test count.
 # Slowest tests listed at the end: the end-to-end and fault tests print what they measured.
 test: lint
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --no-loadscope-reorder --durations=12 \
-		$(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=12 $(PYTEST_ARGS)
 
 # The built-in dataset (deterministic for a seed: regenerating gives the same bytes, so a second
 # `make demo` skips every finished stage), then the whole pipeline and the ablation table.

@@ -21,7 +21,7 @@ from schemas.metrics import validate_report
 from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket, smoke_config
 from tests.s3_faults import FaultyS3
 
-pytestmark = pytest.mark.slow(seconds=650)
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 

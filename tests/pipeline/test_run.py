@@ -27,7 +27,7 @@ from schemas.config import PipelineConfig, load_config, toyworld_config
 from schemas.metrics import validate_detector_metrics, validate_report
 from tests.conftest import stop_and_time, stop_group
 
-pytestmark = pytest.mark.slow(seconds=1170)
+pytestmark = pytest.mark.slow
 CONFIG = "toyworld"
 LEAVES = 200  # classification-only leaf categories: the vocabulary path runs in `run` too
 ROW_NAMES = tuple(ablation_models(PipelineConfig.k, mil=True))  # knn-5, knn-5-mil among them

@@ -34,7 +34,7 @@ from pipeline.workdir import WorkDir
 from schemas.config import CategorySplit, load_config, toyworld_config
 from schemas.metrics import validate_detector_metrics
 
-pytestmark = pytest.mark.slow(seconds=410)
+pytestmark = pytest.mark.slow
 
 DET, LEAVES, HELD = 48, 300, 8  # demo size: 24 without boxes, 8 of them held back
 SEED = 3

@@ -23,7 +23,7 @@ from schemas.config import toyworld_config
 from tests.conftest import make_bucket
 from tests.s3_faults import OPERATIONS, Faults, FaultyS3
 
-pytestmark = pytest.mark.slow(seconds=180)
+pytestmark = pytest.mark.slow
 TIMEOUTS = {"LSDA_S3_READ_TIMEOUT": "3", "LSDA_S3_CONNECT_TIMEOUT": "3"}
 
 

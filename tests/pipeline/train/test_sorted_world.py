@@ -17,7 +17,7 @@ from pipeline.train.stream import ShardStream, configure_worker_data
 from pipeline.workdir import WorkDir
 from schemas.config import load_config, toyworld_config
 
-pytestmark = pytest.mark.slow(seconds=120)
+pytestmark = pytest.mark.slow
 EXTRACT = load_config("configs/toyworld.yaml").extract
 CLS = replace(load_config("configs/toyworld.yaml").train_cls, epochs=8)  # as measured
 

@@ -25,7 +25,7 @@ from pipeline.train.detector import run_train_det
 from pipeline.workdir import WorkDir
 from schemas.config import CategorySplit, load_config, toyworld_config
 
-pytestmark = pytest.mark.slow(seconds=560)
+pytestmark = pytest.mark.slow
 
 EXTRACT = replace(load_config("configs/toyworld.yaml").extract, shard_size=16)
 CLS = replace(load_config("configs/toyworld.yaml").train_cls, epochs=6, batch_size=32)
@@ -82,7 +82,6 @@ def test_detection_finetune_resumes_after_a_failure_and_a_rerun_and_leaves_fcA_a
     cfg = replace(DET, inject_failure_at=20)
     summary = run_train_det(data, work, cfg, name="faulty")
     assert summary["iteration"] == 40 and summary["resumed_from"] == 20
-    assert summary["fg_bg_accuracy"] > summary["fg_bg_accuracy_before"]
     cls_model, categories, _ = load_model(WorkDir(work).model("cls.pt"))
     det_model, _, payload = load_model(WorkDir(work).model("det-faulty.pt"))
     b_rows = categories.rows(set_b(data, CategorySplit()))
@@ -112,6 +111,8 @@ def test_auto_lengths_stop_on_a_plateau_say_why_and_stay_stopped(trained, tmp_pa
                   min_improvement=1.0)  # fmt: skip
     first = run_train_det(data, work, det, name="auto")
     assert first["iteration"] == 20 and first["stop"].startswith("plateau: training loss")
+    # a fit from the start knows its first batch as the classifier scored it
+    assert first["fg_bg_accuracy"] > first["fg_bg_accuracy_before"]
     _, _, payload = load_model(WorkDir(work).model("det-auto.pt"))
     assert payload["stop"] == first["stop"] and len(payload["history"]) == 2
     fs, path = storage.get_fs(WorkDir(work).model("det-auto.pt"))
