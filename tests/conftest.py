@@ -181,9 +181,9 @@ class RayHead:
 def ray_head(s3_server):
     """``ray start --head`` on 127.0.0.1 with token authentication, as a cluster runs it: its
     environment holds the S3 credentials (a cluster's instance role), and ``python`` is this
-    venv's. Stopped by its pid: SIGTERM drains the node and stops what it started."""
-    tmp = tempfile.mkdtemp(prefix="lsda-head-")  # short: Ray's socket paths live under it
-    gcs, dashboard, client, agent = (free_port() for _ in range(4))
+    venv's. Stopped by its pid: SIGTERM drains the node and stops what it started. Ray waits
+    a fixed 30 s for its raylet to register (docs/notes.md); a loaded machine can miss that,
+    so a start that fails is tried again, 3 times in all, as ``start_local_ray`` does."""
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -191,6 +191,25 @@ def ray_head(s3_server):
         "RAY_AUTH_TOKEN": secrets.token_hex(16),
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
     }
+    for attempt in range(1, 4):
+        proc, tmp, gcs, address = _start_head(bin_dir, env)
+        try:
+            _wait_for_job_server(address, env["RAY_AUTH_TOKEN"], proc, f"{tmp}/head.log")
+            break
+        except (RuntimeError, TimeoutError) as e:
+            _stop_head(proc, tmp, failed=True)
+            if attempt == 3:
+                raise
+            print(f"ray start --head, try {attempt} of 3: {str(e).strip().splitlines()[-1]}")
+    try:
+        yield RayHead(address, env, Path(tmp), gcs)
+    finally:
+        _stop_head(proc, tmp)
+
+
+def _start_head(bin_dir: str, env: dict) -> tuple[subprocess.Popen, str, str, str]:
+    tmp = tempfile.mkdtemp(prefix="lsda-head-")  # short: Ray's socket paths live under it
+    gcs, dashboard, client, agent = (free_port() for _ in range(4))
     cmd = [f"{bin_dir}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
            f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
@@ -199,18 +218,25 @@ def ray_head(s3_server):
         proc = subprocess.Popen(
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_for_job_server(address, env["RAY_AUTH_TOKEN"], proc, f"{tmp}/head.log")
-        yield RayHead(address, env, Path(tmp), f"127.0.0.1:{gcs}")
-    finally:
+    return proc, tmp, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"
+
+
+def _stop_head(proc: subprocess.Popen, tmp: str, failed: bool = False) -> None:
+    """SIGTERM drains a running head. A failed start may have left some of its processes
+    (the GCS, the dashboard): they are in its own session, so the group is ours to kill."""
+    if not failed:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is ours
-            proc.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+            failed = True
+    if failed:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _wait_for_job_server(address: str, token: str, proc, log: str, timeout_s: float = 120) -> None:
