@@ -15,10 +15,11 @@ import os
 
 import torch
 
-# torchvision.ops.batched_nms's switch (CPU / other devices), kept so that which boxes
-# survive, and in which order, stays what it was.
-_LOOP_ABOVE = {"cpu": 4000}
-_LOOP_ABOVE_ELSEWHERE = 20000
+
+def _one_call_up_to(device: torch.device) -> int:
+    """torchvision.ops.batched_nms's switch, kept so that which boxes survive, and in which
+    order, stays what it was."""
+    return 4000 if device.type == "cpu" else 20000
 
 
 def _kernel():
@@ -46,7 +47,7 @@ def batched_nms(
     all-pairs IoUs of one big call cost more), then all survivors by descending score."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
-    if boxes.numel() <= _LOOP_ABOVE.get(boxes.device.type, _LOOP_ABOVE_ELSEWHERE):
+    if boxes.numel() <= _one_call_up_to(boxes.device):
         offsets = groups.to(boxes) * (boxes.max() + 1)
         return nms(boxes + offsets[:, None], scores, iou)
     kept = torch.zeros_like(scores, dtype=torch.bool)

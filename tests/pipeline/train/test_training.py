@@ -77,7 +77,7 @@ def test_no_readers_group_outlives_its_fit(trained):
 def test_detection_finetune_resumes_after_a_failure_and_a_rerun_and_leaves_fcA_alone(trained):
     """One fit with a worker failure injected half-way (Ray Train restarts it from its
     checkpoint), a rerun that finds the model done, and a longer rerun after the model file
-    was lost, which resumes from the fit's last checkpoint: three resumptions, two fits."""
+    was lost, which resumes from the fit's last checkpoint: two fits."""
     data, work, _ = trained
     cfg = replace(DET, inject_failure_at=20)
     summary = run_train_det(data, work, cfg, name="faulty")
