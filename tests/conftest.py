@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io.ray_env import free_port
+from pipeline.io.ray_env import START_ATTEMPTS, free_port
 from pipeline.toyworld.generate import generate
 from schemas.config import toyworld_config
 
@@ -183,7 +183,7 @@ def ray_head(s3_server):
     environment holds the S3 credentials (a cluster's instance role), and ``python`` is this
     venv's. Stopped by its pid: SIGTERM drains the node and stops what it started. Ray waits
     a fixed 30 s for its raylet to register (docs/notes.md); a loaded machine can miss that,
-    so a start that fails is tried again, 3 times in all, as ``start_local_ray`` does."""
+    so a start that fails is tried again, as often as ``start_local_ray`` tries."""
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -191,16 +191,18 @@ def ray_head(s3_server):
         "RAY_AUTH_TOKEN": secrets.token_hex(16),
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
     }
-    for attempt in range(1, 4):
+    for attempt in range(1, START_ATTEMPTS + 1):
         proc, tmp, gcs, address = _start_head(bin_dir, env)
         try:
             _wait_for_job_server(address, env["RAY_AUTH_TOKEN"], proc, f"{tmp}/head.log")
             break
         except (RuntimeError, TimeoutError) as e:
-            _stop_head(proc, tmp, failed=True)
-            if attempt == 3:
+            stop_group(proc)  # what the failed start left: its own session, so ours to kill
+            shutil.rmtree(tmp, ignore_errors=True)
+            if attempt == START_ATTEMPTS:
                 raise
-            print(f"ray start --head, try {attempt} of 3: {str(e).strip().splitlines()[-1]}")
+            last = str(e).strip().splitlines()[-1]
+            print(f"ray start --head, try {attempt} of {START_ATTEMPTS}: {last}")
     try:
         yield RayHead(address, env, Path(tmp), gcs)
     finally:
@@ -221,21 +223,13 @@ def _start_head(bin_dir: str, env: dict) -> tuple[subprocess.Popen, str, str, st
     return proc, tmp, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"
 
 
-def _stop_head(proc: subprocess.Popen, tmp: str, failed: bool = False) -> None:
-    """SIGTERM drains a running head. A failed start may have left some of its processes
-    (the GCS, the dashboard): they are in its own session, so the group is ours to kill."""
-    if not failed:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            failed = True
-    if failed:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+def _stop_head(proc: subprocess.Popen, tmp: str) -> None:
+    """SIGTERM drains the head; past a minute, its group goes as a failed start's does."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

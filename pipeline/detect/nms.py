@@ -9,6 +9,7 @@ results are torchvision's, bit for bit (``tests/pipeline/detect/test_nms.py``).
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 import os
@@ -22,8 +23,9 @@ def _one_call_up_to(device: torch.device) -> int:
     return 4000 if device.type == "cpu" else 20000
 
 
+@functools.cache
 def _kernel():
-    if not hasattr(torch.ops.torchvision, "nms"):
+    if not hasattr(torch.ops.torchvision, "nms"):  # torchvision imported already: registered
         spec = importlib.util.find_spec("torchvision")
         if spec is None or spec.origin is None:
             raise ImportError("torchvision is not installed: its NMS kernel is needed")

@@ -72,7 +72,7 @@ def background_boxes(
     """The proposals below ``fg_iou`` with every box; a seeded sample of ``cap`` if more."""
     _, ious = best_overlap(proposals, gt)
     keep = seeded_sample(np.nonzero(ious < fg_iou)[0].tolist(), cap, seed, image_id)
-    return proposals[keep].reshape(-1, 4)
+    return proposals[keep]
 
 
 def shard_pool(
