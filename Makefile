@@ -8,7 +8,7 @@ SEED ?= 0
 DEMO_DATA ?= demo/seed$(SEED)/data
 DEMO_WORK ?= demo/seed$(SEED)/work
 
-.PHONY: demo test lint format venv clean-demo s3-dev
+.PHONY: demo test test-slow test-all lint format venv clean-demo s3-dev
 
 venv: $(STAMP)
 
@@ -26,11 +26,23 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Two test processes (pytest-xdist), a module each at a time: the end-to-end modules spend
-# much of their time waiting on Ray (actor start-up, polling), which the other one fills.
-# Slowest tests listed at the end: the end-to-end and fault tests print what they measured.
+# Two test processes (pytest-xdist), a module each at a time; slowest tests listed at the end
+# (the end-to-end and fault tests print what they measured).
+# `make test` (~10 min on 2 cores): the unit tests and the integration tests through a real
+# local Ray, a real three-node cluster, Ray Jobs and moto S3 (with a fault injected).
+# `make test-slow` (~30 min): the tests marked `slow`, which run the pipeline end to end and
+# assert the README's measured claims (the ablation's ordering, the S3 job, the vocabulary,
+# interrupts, training). CI (.ci/run) runs both; `make test-all` runs both in one pytest.
+PYTEST := $(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=12
+
 test: lint
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=12 $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow $(PYTEST_ARGS)
+
+test-all: lint
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The built-in dataset (deterministic for a seed: regenerating gives the same bytes, so a second
 # `make demo` skips every finished stage), then the whole pipeline and the ablation table.

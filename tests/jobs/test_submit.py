@@ -21,7 +21,6 @@ from schemas.metrics import validate_report
 from tests.conftest import TEST_KEY_ID, TEST_SECRET, make_bucket, smoke_config
 from tests.s3_faults import FaultyS3
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,6 +62,7 @@ def test_a_bad_command_is_refused_before_submitting(ray_head):
     assert "required: --data, --work" in r.stderr
 
 
+@pytest.mark.slow  # the quick run as an S3 job
 def test_jobs_status_and_logs(ray_head, s3_run):
     """Status and logs of a finished job: the faulty extraction's (its own job, waited on)."""
     job_id = s3_run["faulty"].stdout.splitlines()[0].removeprefix("submitted ")
@@ -120,6 +120,7 @@ def _manifest(work: str) -> dict[str, dict]:
     return {r["image_url"]: r for r in rows}
 
 
+@pytest.mark.slow  # the quick run as an S3 job
 def test_s3_errors_quarantine_only_those_images(s3_run):
     assert s3_run["faulty"].returncode == 0, s3_run["faulty"].stdout + s3_run["faulty"].stderr
     assert sum(s3_run["denied"].values()) >= 2
@@ -128,6 +129,7 @@ def test_s3_errors_quarantine_only_those_images(s3_run):
     assert "6 images done, 2 quarantined" in s3_run["faulty"].stdout
 
 
+@pytest.mark.slow  # the quick run as an S3 job
 def test_a_rerun_completes_them_without_redoing_the_rest(s3_run):
     rerun, work = s3_run["rerun"], s3_run["work"]
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
@@ -142,6 +144,7 @@ def test_a_rerun_completes_them_without_redoing_the_rest(s3_run):
     assert sum(storage.read_table("s3://" + p).num_rows for p in retried) == 2
 
 
+@pytest.mark.slow  # the quick run as an S3 job
 def test_the_quick_run_on_s3_leaves_its_outputs(s3_run):
     work = s3_run["work"]
     assert s3_run["rerun"].returncode == 0
@@ -167,6 +170,7 @@ RAY_NOISE = (
 )
 
 
+@pytest.mark.slow  # the quick run as an S3 job
 def test_the_jobs_console_holds_our_lines_only(s3_run):
     """The whole quick run's console (the job's logs, through the same filter as a terminal's
     `lsda run`): our stage lines, no line of Ray's own."""
@@ -177,6 +181,7 @@ def test_the_jobs_console_holds_our_lines_only(s3_run):
     assert "== extract cls" in console and any(x.startswith("report: ") for x in console)
 
 
+@pytest.mark.slow  # the quick run as an S3 job
 def test_credentials_never_appear_in_outputs_or_logs(s3_run, ray_head):
     secrets = (TEST_KEY_ID.encode(), TEST_SECRET.encode())
     outputs = storage.read_many(storage.find(s3_run["work"]))

@@ -19,7 +19,6 @@ from pipeline.toyworld.generate import generate
 from pipeline.workdir import WorkDir
 from schemas.config import load_config, toyworld_config
 
-pytestmark = pytest.mark.slow
 # No node_ip_address: given 127.0.0.1, Ray 2.60's nodes still advertise the host's address
 # for the GCS and the driver never connects (13 min, then ConnectionError).
 NODE = {"num_cpus": 1}

@@ -23,7 +23,6 @@ from schemas.config import toyworld_config
 from tests.conftest import make_bucket
 from tests.s3_faults import OPERATIONS, Faults, FaultyS3
 
-pytestmark = pytest.mark.slow
 TIMEOUTS = {"LSDA_S3_READ_TIMEOUT": "3", "LSDA_S3_CONNECT_TIMEOUT": "3"}
 
 
@@ -54,7 +53,15 @@ def expected_ids(data: str) -> dict[str, set[str]]:
     }
 
 
-@pytest.mark.parametrize("kind", ["503", "reset", "stall"])
+# One kind in `make test`; the other two with the end-to-end tests (`make test-slow`).
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "503",
+        pytest.param("reset", marks=pytest.mark.slow),
+        pytest.param("stall", marks=pytest.mark.slow),
+    ],
+)
 def test_transient_faults_are_retried(kind, s3_world, s3_server):
     work = f"{make_bucket(s3_server)}/work"
     with FaultyS3(s3_server, faults=Faults(kind)) as proxy:
