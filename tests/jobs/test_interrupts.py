@@ -17,13 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from pipeline.extract.stage import read_manifest, run_extract
 from schemas.config import load_config
 from tests.conftest import stop_and_time, stop_group
 
-pytestmark = pytest.mark.slow
 STOP_WITHIN_S = 30
 
 

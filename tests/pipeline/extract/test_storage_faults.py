@@ -53,15 +53,7 @@ def expected_ids(data: str) -> dict[str, set[str]]:
     }
 
 
-# One kind in `make test`; the other two with the end-to-end tests (`make test-slow`).
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "503",
-        pytest.param("reset", marks=pytest.mark.slow),
-        pytest.param("stall", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.parametrize("kind", ["503", "reset", "stall"])
 def test_transient_faults_are_retried(kind, s3_world, s3_server):
     work = f"{make_bucket(s3_server)}/work"
     with FaultyS3(s3_server, faults=Faults(kind)) as proxy:
