@@ -60,9 +60,7 @@ def main() -> None:
     model, categories, payload = load_model(WorkDir(args.work).model("knn-5"))
     mean, rows_w = payload["pixel_mean"], with_bias(model.output)
     t0 = time.process_time()
-    negatives = local_pool(
-        args.data, args.work, WorkDir(args.work).model("knn-5"), cfg.negatives, cfg.object_negatives
-    )
+    negatives = local_pool(args.data, args.work, WorkDir(args.work).model("knn-5"), cfg.negatives)
     start = time.process_time() - t0
     shards = shards_of(args.work)
     wnids = [w for w in sorted(shards) if w in set(categories.wnids)][: args.categories]

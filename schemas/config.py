@@ -290,7 +290,6 @@ class MilConfig:
     lam: float = 1e-3  # pull towards the k-NN adapted row
     steps: int = 200  # L-BFGS iterations per round
     negatives: int = 131072  # the pool: background proposals of DET train (built once)
-    object_negatives: bool = False  # the pool also holds DET train's windows on set-B objects
     hard_negatives: int = 4096  # of the pool, each round's highest-scoring (0: all of it)
     categories_per_task: int = 64  # one Ray Data row of work: these categories' bags
     actors: int = 2  # feature actors (each holds layers 1-7 and the negatives' features)

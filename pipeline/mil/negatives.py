@@ -67,25 +67,16 @@ def gt_boxes(sdir: str, shard: int) -> dict[str, np.ndarray]:
 
 
 def background_boxes(
-    image_id: str,
-    proposals: np.ndarray,
-    gt: np.ndarray,
-    fg_iou: float,
-    cap: int,
-    seed: int,
-    objects: bool = False,
+    image_id: str, proposals: np.ndarray, gt: np.ndarray, fg_iou: float, cap: int, seed: int
 ) -> np.ndarray:
-    """The proposals below ``fg_iou`` with every box (with ``objects``, every proposal: a
-    window on a set-B object is another category's, never a held-out one's); a seeded sample
-    of ``cap`` if more."""
+    """The proposals below ``fg_iou`` with every box; a seeded sample of ``cap`` if more."""
     _, ious = best_overlap(proposals, gt)
-    candidates = np.arange(len(proposals)) if objects else np.nonzero(ious < fg_iou)[0]
-    keep = seeded_sample(candidates.tolist(), cap, seed, image_id)
+    keep = seeded_sample(np.nonzero(ious < fg_iou)[0].tolist(), cap, seed, image_id)
     return proposals[keep]
 
 
 def shard_pool(
-    data: str, work: str, model_url: str, shard: int, quota: int, objects: bool = False
+    data: str, work: str, model_url: str, shard: int, quota: int
 ) -> tuple[np.ndarray, list[str]]:
     """Features (N, D + 1) of up to ``quota`` background proposals of one DET train shard, and
     the images that could not be read ("<url>: <why>"): left out of the pool, not fatal."""
@@ -103,9 +94,7 @@ def shard_pool(
     for row in sorted(images, key=lambda r: r["image_id"]):
         proposals = np.asarray(row["boxes"], np.float32).reshape(-1, 4)
         truth = gt.get(row["image_id"], none)
-        boxes = background_boxes(
-            row["image_id"], proposals, truth, cfg.fg_iou, per_image, cfg.seed, objects
-        )
+        boxes = background_boxes(row["image_id"], proposals, truth, cfg.fg_iou, per_image, cfg.seed)
         if not len(boxes):
             continue
         url = storage.resolve(data, row["image_url"])
@@ -119,9 +108,7 @@ def shard_pool(
     return out[:quota].numpy(), skipped
 
 
-def build_pool(
-    data: str, work: str, model_url: str, budget: int, objects: bool = False
-) -> tuple[list, int, list[str]]:
+def build_pool(data: str, work: str, model_url: str, budget: int) -> tuple[list, int, list[str]]:
     """The pool's parts as object refs (one Ray task per shard of ``pool_shards``), its size in
     windows and the images left out of it; the driver never holds the features."""
     import ray
@@ -135,18 +122,16 @@ def build_pool(
         return features, (len(features), skipped)
 
     task = ray.remote(num_cpus=1, num_returns=2)(part).options(**remote_args())
-    pending = [task.remote(data, work, model_url, s, quota, objects) for s in shards]
+    pending = [task.remote(data, work, model_url, s, quota) for s in shards]
     counts = ray.get([p[1] for p in pending])
     size = min(budget, sum(n for n, _ in counts))
     return [p[0] for p in pending], size, [s for _, group in counts for s in group]
 
 
-def local_pool(
-    data: str, work: str, model_url: str, budget: int, objects: bool = False
-) -> NegativePool:
+def local_pool(data: str, work: str, model_url: str, budget: int) -> NegativePool:
     """``build_pool``'s pool made in this process, shard after shard (the cost bench)."""
     shards, quota = pool_plan(work, budget)
-    parts = [shard_pool(data, work, model_url, s, quota, objects)[0] for s in shards]
+    parts = [shard_pool(data, work, model_url, s, quota)[0] for s in shards]
     return NegativePool(parts, budget)
 
 

@@ -228,12 +228,10 @@ def run_mil(
         ensure_ray()
         root = storage.absolute(data)  # where the tasks and actors read images from
         t_pool = time.time()
-        pool, pool_size, pool_skipped = build_pool(
-            root, work, base_url, cfg.negatives, cfg.object_negatives
-        )
+        pool, pool_size, pool_skipped = build_pool(root, work, base_url, cfg.negatives)
         pool_seconds = time.time() - t_pool
         print(
-            f"mil {name}: a pool of {pool_size} negative windows of DET train "
+            f"mil {name}: a pool of {pool_size} background windows of DET train "
             f"({pool_seconds:.0f} s)"
             + (f"; {len(pool_skipped)} unreadable images left out" if pool_skipped else ""),
             flush=True,

@@ -20,8 +20,6 @@ def test_background_is_below_fg_iou_with_every_box_and_sampled_by_seed():
     assert (
         len(two) == 2 and two.tolist() == background_boxes("a/1", proposals, gt, 0.5, 2, 0).tolist()
     )
-    objects = background_boxes("a/1", proposals, gt, 0.5, cap=10, seed=0, objects=True)
-    assert objects.tolist() == proposals.tolist()  # set B's objects too (object_negatives)
 
 
 def test_the_pool_keeps_its_budget_and_mines_the_highest_scores_in_pool_order():
