@@ -29,10 +29,10 @@ format: $(STAMP)
 # Two test processes (pytest-xdist), a module each at a time; slowest tests listed at the end
 # (the end-to-end and fault tests print what they measured).
 # `make test` (~10 min on 2 cores): the unit tests and the integration tests through a real
-# local Ray, a real three-node cluster, Ray Jobs and moto S3 (with a fault injected).
-# `make test-slow` (~30 min): the tests marked `slow`, which run the pipeline end to end and
-# assert the README's measured claims (the ablation's ordering, the S3 job, the vocabulary,
-# interrupts, training). CI (.ci/run) runs both; `make test-all` runs both in one pytest.
+# local Ray, a real three-node cluster, Ray Jobs, moto S3 with injected faults, and stages
+# stopped by signals and resumed. `make test-slow` (~30 min): the tests marked `slow`, which
+# run the pipeline end to end and assert the README's measured claims (the ablation's ordering,
+# the S3 job, the vocabulary, training). CI (.ci/run) runs both; `make test-all`, one pytest.
 PYTEST := $(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=12
 
 test: lint
