@@ -23,8 +23,6 @@ import sys
 
 ROWS = ["classifier", "bg-only", "all-layers", "knn-5", "avg-offset", "knn-5-mil", "oracle"]
 TRANSFER = ["bg-only", "all-layers", "knn-5", "avg-offset", "knn-5-mil"]
-
-
 SCENE_COUNTS = ("det_train_scenes", "val1_scenes", "val2_scenes")  # lsda toyworld's overrides
 
 
