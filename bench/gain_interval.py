@@ -24,9 +24,12 @@ from pipeline.workdir import WorkDir
 
 
 def held_out_aps(work: str, row: str, split: str) -> dict[str, float]:
-    """AP of every set-A category with at least one object in ``split``."""
+    """AP of every set-A category that has one: the categories ``map_heldout`` averages
+    (``devkit.mean_ap`` leaves out those without an object in ``split``, stored as null)."""
     metrics = json.loads(storage.read_text(WorkDir(work).metrics(row, split)))
-    return {c["wnid"]: c["ap"] for c in metrics["categories"] if c["set"] == "A" and c["gt"] > 0}
+    return {
+        c["wnid"]: c["ap"] for c in metrics["categories"] if c["set"] == "A" and c["ap"] is not None
+    }
 
 
 def gain_interval(
