@@ -293,6 +293,12 @@ class MilConfig:
     hard_negatives: int = 4096  # of the pool, each round's highest-scoring (0: all of it)
     categories_per_task: int = 64  # one Ray Data row of work: these categories' bags
     actors: int = 2  # feature actors (each holds layers 1-7 and the negatives' features)
+    # the option: fc7 and the output rows refitted together after the rows (shared_fc7.py);
+    # off, layers 1-7 and set B's rows stay bit for bit the base's
+    fc7: bool = False
+    fc7_steps: int = 500  # Adam steps, minibatches of 32 + 96 windows
+    fc7_lr: float = 1e-4  # the detection fine-tune's rate
+    fc7_windows: int = 65536  # DET train's stored windows in the fit (set B's and background)
 
     def __post_init__(self) -> None:
         if self.images_per_category < 1 or self.rounds < 1 or self.top < 1:
@@ -301,6 +307,8 @@ class MilConfig:
             raise ValueError("lam must be >= 0; negatives, categories_per_task >= 1")
         if self.hard_negatives < 0:
             raise ValueError("hard_negatives must be >= 0 (0: the whole pool)")
+        if self.fc7_steps < 1 or self.fc7_lr <= 0 or self.fc7_windows < 1:
+            raise ValueError("fc7_steps, fc7_lr and fc7_windows must be > 0")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@
 4. Appended to a model's output layer (before the background row); a category already in its
    map is replaced in place. Layers 1-7 are untouched: no backbone training.
 5. With ``mil``: refined on their own images as bags, as ``lsda mil`` refines the held-out
-   rows (``refine_added``).
+   rows (``refine_added``). Only their rows: ``[mil] fc7`` is not applied here, since fc7 is
+   every category's and adding rows must leave the detector's other categories as they were.
 """
 
 from __future__ import annotations

@@ -60,20 +60,29 @@ def bag_rows(work: str, shards: list[int], wnids: set[str]) -> list[dict]:
     return sorted(rows, key=lambda r: r["image_id"])
 
 
-def bag_features(row: dict, data: str, model: LSDANet, mean, max_pixels: int) -> torch.Tensor:
-    """One bag's windows, warped from its image again, as features (N, D + 1)."""
+def bag_image(row: dict, data: str, mean, max_pixels: int) -> np.ndarray:
+    """A bag's image, read and decoded again as its extraction did."""
     wnid, name = row["image_id"].split("/", 1)
     url = storage.resolve(data, row["image_url"])
     raw = read_cls_bytes(ClsImage(wnid, name, url, row["offset"], row["size"]))
-    image, _ = decode_rgb(raw, max_pixels, 1, tuple(mean))
+    return decode_rgb(raw, max_pixels, 1, tuple(mean))[0]
+
+
+def bag_features(row: dict, data: str, model: LSDANet, mean, max_pixels: int) -> torch.Tensor:
+    """One bag's windows, warped from its image again, as features (N, D + 1)."""
+    image = bag_image(row, data, mean, max_pixels)
     return window_features(image, np.asarray(row["boxes"], np.float32), model, mean)
+
+
+def warped(image: np.ndarray, boxes: np.ndarray, model: LSDANet, mean) -> np.ndarray:
+    """The windows ``boxes`` of ``image``, warped as for training: uint8 (N, S, S, 3)."""
+    size = model.input_size
+    return warp_windows(image, boxes.reshape(-1, 4), size, context_padding(size), mean)
 
 
 def window_features(image: np.ndarray, boxes: np.ndarray, model: LSDANet, mean) -> torch.Tensor:
     """The windows ``boxes`` of ``image``, warped as for training, as features (N, D + 1)."""
-    size = model.input_size
-    windows = warp_windows(image, boxes.reshape(-1, 4), size, context_padding(size), mean)
-    return fc7(model, windows, mean)
+    return fc7(model, warped(image, boxes, model, mean), mean)
 
 
 def image_bag(image: np.ndarray, model: LSDANet, mean, proposals: ExtractConfig) -> torch.Tensor:

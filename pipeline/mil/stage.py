@@ -25,9 +25,10 @@ from pipeline.adapt.rows import apply_rows, with_bias
 from pipeline.extract.stage import extracted_with, extraction_params
 from pipeline.io import storage
 from pipeline.io.ray_env import cpus_per_consumer, ensure_ray, remote_args
-from pipeline.mil.bags import bag_features, bag_rows, shards_of
+from pipeline.mil.bags import bag_image, bag_rows, shards_of, warped, window_features
 from pipeline.mil.negatives import NegativePool, build_pool
 from pipeline.mil.refine import refine_row, settings_of
+from pipeline.mil.shared_fc7 import fc6_activations, refit_model
 from pipeline.model.checkpoints import load_model, save_model
 from pipeline.workdir import MIL_SPLIT, WorkDir, mil_name
 from schemas.config import MilConfig, to_dict
@@ -41,6 +42,8 @@ ROW_SCHEMA = pa.schema(
         ("chosen_images", pa.list_(pa.string())),  # each bag's image id ...
         ("chosen_boxes", pa.list_(pa.list_(pa.float32(), 4))),  # ... and its last positive
         ("skipped", pa.list_(pa.string())),  # bags that could not be read: "<url>: <why>"
+        # with [mil] fc7: relu(fc6) of each chosen window (shared_fc7.py); else empty
+        ("positives", pa.list_(pa.list_(pa.float32()))),
         ("cpu_seconds", pa.float32()),
     ]
 )
@@ -75,7 +78,7 @@ class MilActor:
         self.mean = payload["pixel_mean"]
         self.rows = with_bias(self.model.output)
         self.data, self.work, self.mdir = data, work, mdir
-        self.settings, self.max_pixels = settings_of(cfg), max_pixels
+        self.settings, self.max_pixels, self.fc7 = settings_of(cfg), max_pixels, cfg.fc7
         self.negatives = NegativePool(ray.get(pool), cfg.negatives)
 
     def __call__(self, batch: dict) -> dict:
@@ -96,11 +99,14 @@ class MilActor:
 
     def category(self, wnid: str, rows: list[dict]) -> dict:
         t0 = time.process_time()
-        bags, read, skipped = [], [], []
+        bags, read, images, skipped = [], [], [], []
         for r in rows:
             try:
-                bags.append(bag_features(r, self.data, self.model, self.mean, self.max_pixels))
+                image = bag_image(r, self.data, self.mean, self.max_pixels)
+                boxes = np.asarray(r["boxes"], np.float32)
+                bags.append(window_features(image, boxes, self.model, self.mean))
                 read.append(r)
+                images += [image] if self.fc7 else []  # its chosen window, for the fc7 refit
             except (OSError, ValueError) as exc:  # a bag lost since extraction: the rest refine
                 skipped.append(f"{r['image_url']}: {type(exc).__name__}: {exc}")
         j, bg = self.categories.rows([wnid])[0], self.categories.background_row
@@ -108,14 +114,20 @@ class MilActor:
         if bags:
             row, chosen = refine_row(self.rows, j, bg, bags, self.negatives, self.settings)
         boxes = [np.asarray(r["boxes"], np.float32).reshape(-1, 4) for r in read]
+        chosen_boxes = [b[int(i[0])] for b, i in zip(boxes, chosen, strict=True)]
+        positives = [
+            fc6_activations(self.model, warped(image, box, self.model, self.mean), self.mean)[0]
+            for image, box in zip(images, chosen_boxes, strict=True)
+        ]
         return {
             "wnid": wnid,
             "row": row.tolist(),
             "bags": len(bags),
             "windows": sum(len(b) for b in bags),
             "chosen_images": [r["image_id"] for r in read],
-            "chosen_boxes": [b[int(i[0])].tolist() for b, i in zip(boxes, chosen, strict=True)],
+            "chosen_boxes": [b.tolist() for b in chosen_boxes],
             "skipped": skipped,
+            "positives": [p.tolist() for p in positives],
             "cpu_seconds": time.process_time() - t0,
         }
 
@@ -183,6 +195,19 @@ def _fan_out(tasks: list[dict], kwargs: dict, actors: int, name: str) -> None:
             print(f"mil {name}: {done}/{total} categories refined", flush=True)
 
 
+def _refit_fc7(model, categories, payload: dict, work: str, cfg: MilConfig, parts: list[str]):
+    """The fc7 option (``shared_fc7.py``) in one Ray task; ``model`` takes its weights."""
+    import ray
+
+    ensure_ray()
+    task = ray.remote(refit_model).options(num_cpus=1, **remote_args())
+    args = (categories, payload["pixel_mean"], work, cfg, parts, list(payload["trained"]))
+    refitted, seen = ray.get(task.remote(model, *args))
+    model.load_state_dict(refitted.state_dict())
+    print(f"mil: fc7 refitted on {seen['windows']} windows ({seen['positives']} chosen)")
+    return seen
+
+
 def run_mil(
     data: str,
     work: str,
@@ -200,6 +225,8 @@ def run_mil(
     # where and how, not what comes out; and the extraction's own, in its fingerprint
     left_out = ("actors", "categories_per_task", "images_per_category", "leaves")
     settings = {k: v for k, v in to_dict(cfg).items() if k not in left_out}
+    if not cfg.fc7:  # detectors refined before the option existed stay current
+        settings = {k: v for k, v in settings.items() if not k.startswith("fc7")}
     inputs = {
         "detector": lineage.of(base_url),
         "bags": lineage.of_extraction(work, MIL_SPLIT),
@@ -246,15 +273,18 @@ def run_mil(
             "max_pixels": extracted_with(work, MIL_SPLIT).max_pixels,
         }
         _fan_out(pending, kwargs, cfg.actors, name)
+    parts = [task_part(mdir, t["task"]) for t in tasks]
+    columns = [c for c in ROW_SCHEMA.names if c != "positives"]  # the fc7 task reads those
     table = (
-        pa.concat_tables([storage.read_table(task_part(mdir, t["task"])) for t in tasks])
-        if tasks
-        else ROW_SCHEMA.empty_table()
+        pa.concat_tables([storage.read_table(url, columns) for url in parts])
+        if parts
+        else ROW_SCHEMA.empty_table().drop_columns(["positives"])
     )
     refined = table.column("wnid").to_pylist()
     if refined:
         values = torch.tensor(table.column("row").to_pylist())
         apply_rows(model.output, categories.rows(refined), values)
+    fit = _refit_fc7(model, categories, payload, work, cfg, parts) if cfg.fc7 and refined else {}
     kept = ("input_size", "pixel_mean", "set_b", "trained", "k")
     keep = {key: payload[key] for key in kept if key in payload}
     save_model(out_url, model, payload["model"], categories, kind="detector", name=name,
@@ -277,6 +307,7 @@ def run_mil(
         "negatives_pool": pool_size,  # 0 where every task was done before (resumed)
         "pool_seconds": round(pool_seconds, 2),  # once per run, not per category
         "pool_skipped_images": pool_skipped,  # DET train images that could not be read
+        **({"fc7_refit": fit} if fit else {}),
         "seconds": round(time.time() - t0, 2),
     }
     storage.write_text(storage.join(mdir, "summary.json"), json.dumps(summary, indent=1))

@@ -158,6 +158,24 @@ def test_mil_resumes_where_it_stopped(quick_run):
     assert summary["negatives_pool"] == _background_proposals(work)  # under the budget: all
 
 
+def test_the_fc7_option_refits_fc7_after_the_same_rows(quick_run):
+    """With ``[mil] fc7``: the rows refined as without it, then fc7 and the output rows
+    refitted on DET train's windows and each bag's chosen window; layers 1-6 bit for bit."""
+    data, work, _ = quick_run
+    cfg = replace(load_config(CONFIG, quick=True).mil, fc7=True, fc7_steps=50)
+    summary = run_mil(data, work, cfg, name="knn-5-mil-fc7")
+    fit = summary["fc7_refit"]
+    assert fit["positives"] == 12 * 50 and 0 < fit["background"] < fit["windows"]
+    base, _, _ = load_model(f"{work}/models/detector-knn-5.pt")
+    refit, _, payload = load_model(summary["model"])
+    a, b = base.state_dict(), refit.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("features.", "fc6.")))
+    assert not torch.equal(a["fc7.weight"], b["fc7.weight"]) and payload["mil"]["fc7"]
+    rows = [pq.read_table(Path(work, "mil", n, "rows"), columns=["wnid", "row"]).to_pylist()
+            for n in ("knn-5-mil", "knn-5-mil-fc7")]  # fmt: skip
+    assert rows[0] == rows[1]
+
+
 def test_the_pool_leaves_out_an_unreadable_image_and_goes_on(quick_run, tmp_path):
     """DET train's images gone since extraction (here: the whole dataset): each is named with
     its reason, and the pool is made of what could be read instead of failing the stage."""
