@@ -97,6 +97,11 @@ class MilActor:
         )
         return len(out)
 
+    def positives(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> torch.Tensor:
+        """relu(fc6) of each bag's chosen window: the fc7 option's positives."""
+        windows = [warped(i, b, self.model, self.mean) for i, b in zip(images, boxes, strict=True)]
+        return fc6_activations(self.model, np.concatenate(windows), self.mean)
+
     def category(self, wnid: str, rows: list[dict]) -> dict:
         t0 = time.process_time()
         bags, read, images, skipped = [], [], [], []
@@ -115,10 +120,7 @@ class MilActor:
             row, chosen = refine_row(self.rows, j, bg, bags, self.negatives, self.settings)
         boxes = [np.asarray(r["boxes"], np.float32).reshape(-1, 4) for r in read]
         chosen_boxes = [b[int(i[0])] for b, i in zip(boxes, chosen, strict=True)]
-        positives = [
-            fc6_activations(self.model, warped(image, box, self.model, self.mean), self.mean)[0]
-            for image, box in zip(images, chosen_boxes, strict=True)
-        ]
+        positives = self.positives(images, chosen_boxes) if self.fc7 and images else []
         return {
             "wnid": wnid,
             "row": row.tolist(),
