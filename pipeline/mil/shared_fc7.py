@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pipeline.data.sampling import evenly_spaced
 from pipeline.io import storage
 from pipeline.model.nets import CategoryMap, LSDANet
-from pipeline.model.preprocess import to_input
+from pipeline.model.preprocess import fc7_features
 from pipeline.train.data import decode_pixels
 from pipeline.workdir import WorkDir
 from schemas.config import MilConfig
@@ -48,13 +48,8 @@ SEED = 0
 
 def fc6_activations(model: LSDANet, windows: np.ndarray, mean) -> torch.Tensor:
     """relu(fc6) of uint8 (N, S, S, 3) windows, centre crop, eval mode: fc7's input."""
-    model.eval()
-    x = to_input(torch.as_tensor(windows), model.input_size, mean, train=False)
-    out = [torch.zeros(0, model.fc6.out_features)]
-    with torch.inference_mode():
-        for i in range(0, len(x), BATCH):
-            out.append(torch.relu(model.fc6(torch.flatten(model.features(x[i : i + BATCH]), 1))))
-    return torch.cat(out)
+    with torch.no_grad():  # not inference_mode: the refit trains on these
+        return fc7_features(model, windows, mean, batch=BATCH, layer="fc6")
 
 
 def set_b_windows(work: str, budget: int) -> tuple[np.ndarray, list[str]]:

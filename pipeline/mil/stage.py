@@ -104,13 +104,14 @@ class MilActor:
 
     def category(self, wnid: str, rows: list[dict]) -> dict:
         t0 = time.process_time()
-        bags, read, images, skipped = [], [], [], []
+        bags, read, boxes, images, skipped = [], [], [], [], []
         for r in rows:
             try:
                 image = bag_image(r, self.data, self.mean, self.max_pixels)
-                boxes = np.asarray(r["boxes"], np.float32)
-                bags.append(window_features(image, boxes, self.model, self.mean))
+                found = np.asarray(r["boxes"], np.float32).reshape(-1, 4)
+                bags.append(window_features(image, found, self.model, self.mean))
                 read.append(r)
+                boxes.append(found)
                 images += [image] if self.fc7 else []  # its chosen window, for the fc7 refit
             except (OSError, ValueError) as exc:  # a bag lost since extraction: the rest refine
                 skipped.append(f"{r['image_url']}: {type(exc).__name__}: {exc}")
@@ -118,7 +119,6 @@ class MilActor:
         row, chosen = self.rows[j], []
         if bags:
             row, chosen = refine_row(self.rows, j, bg, bags, self.negatives, self.settings)
-        boxes = [np.asarray(r["boxes"], np.float32).reshape(-1, 4) for r in read]
         chosen_boxes = [b[int(i[0])] for b, i in zip(boxes, chosen, strict=True)]
         positives = self.positives(images, chosen_boxes) if self.fc7 and images else []
         return {

@@ -58,10 +58,11 @@ class LSDANet(nn.Module):
         self.output = nn.Linear(hidden, num_categories + 1)
         self.dropout = nn.Dropout(dropout)
 
+    def fc6_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc6(torch.flatten(self.features(x), 1)))
+
     def fc7_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.features(x), 1)
-        x = self.dropout(torch.relu(self.fc6(x)))
-        return self.dropout(torch.relu(self.fc7(x)))
+        return self.dropout(torch.relu(self.fc7(self.dropout(self.fc6_features(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.fc7_features(x))

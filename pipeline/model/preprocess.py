@@ -70,16 +70,23 @@ def to_input(
 
 @torch.no_grad()
 def fc7_features(
-    model, images: torch.Tensor | np.ndarray, mean, mirror: bool = False, batch: int = 256
+    model,
+    images: torch.Tensor | np.ndarray,
+    mean,
+    mirror: bool = False,
+    batch: int = 256,
+    layer: str = "fc7",
 ) -> torch.Tensor:
-    """fc7 features of uint8 (N, S, S, 3) images or windows, centre crop (and, with
-    ``mirror``, their mirror images after them), ``batch`` at a time, the model in eval mode."""
+    """fc7 (or, with ``layer="fc6"``, relu(fc6)) features of uint8 (N, S, S, 3) images or
+    windows, centre crop (and, with ``mirror``, their mirror images after them), ``batch`` at
+    a time, the model in eval mode."""
     model.eval()
     x = to_input(torch.as_tensor(images), model.input_size, mean, train=False)
     if mirror:
         x = torch.cat([x, x.flip(3)])
-    out = [torch.zeros(0, model.fc7.out_features)]
-    return torch.cat(out + [model.fc7_features(x[i : i + batch]) for i in range(0, len(x), batch)])
+    forward = getattr(model, f"{layer}_features")
+    out = [torch.zeros(0, getattr(model, layer).out_features)]
+    return torch.cat(out + [forward(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def mean_tensor(mean, device: torch.device) -> torch.Tensor:
