@@ -7,7 +7,7 @@ mean ± half the range over the seeds, the held-out mAP relative to the oracle's
 the classifier -> oracle gap the row closes (the paper's k-NN row: (15.97 - 10.31) / (26.25 -
 10.31) = 35%), and the issue's checks on every seed. Markdown, ready for the README:
 python bench/seeds.py [--seeds 0 1 2] [--dir DIR] [--config configs/toyworld.yaml] [--size demo]
-    [--det-train-scenes N] [--val1-scenes N] [--val2-scenes N]
+    [--det-train-scenes N] [--val1-scenes N] [--val2-scenes N] [--det-train-every-category]
 
 DIR must be new (or left by this same code): a work dir left by another recipe resumes its
 finished stages and measures that recipe, not this one (docs/notes.md).
@@ -27,15 +27,22 @@ SCENE_COUNTS = ("det_train_scenes", "val1_scenes", "val2_scenes")  # lsda toywor
 
 
 def run_seed(
-    seed: int, root: str, config: str, size: str = "demo", scenes: dict | None = None
+    seed: int,
+    root: str,
+    config: str,
+    size: str = "demo",
+    scenes: dict | None = None,
+    every_category: bool = False,
 ) -> dict:
     """``scenes``: scene counts instead of the size's (a larger val2 narrows a seed's interval,
-    bench/gain_interval.py; more DET train scenes give the oracle its boxes)."""
+    bench/gain_interval.py; more DET train scenes give the oracle its boxes).
+    ``every_category``: DET train scenes of set A too, which only the oracle reads."""
     data, work = f"{root}/seed{seed}/data", f"{root}/seed{seed}/work"
     lsda = [sys.executable, "-m", "jobs.cli"]
     size = ["--size", size, "--seed", str(seed)]
     for name, count in (scenes or {}).items():
         size += [f"--{name.replace('_', '-')}", str(count)]
+    size += ["--det-train-every-category"] if every_category else []
     subprocess.run([*lsda, "toyworld", "--out", data, *size], check=True)
     subprocess.run([*lsda, "run", "--data", data, "--work", work, "--config", config], check=True)
     with open(f"{work}/report/metrics.json") as f:
@@ -106,10 +113,12 @@ def main() -> None:
     ap.add_argument("--size", default="demo", help="lsda toyworld's size: demo or imagenet")
     for name in SCENE_COUNTS:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, help="instead of the size's")
+    ap.add_argument("--det-train-every-category", action="store_true", help="lsda toyworld's")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     scenes = {n: getattr(args, n) for n in SCENE_COUNTS if getattr(args, n)}
-    reports = {s: run_seed(s, args.dir, args.config, args.size, scenes) for s in args.seeds}
+    every = args.det_train_every_category
+    reports = {s: run_seed(s, args.dir, args.config, args.size, scenes, every) for s in args.seeds}
     seconds = [rep["seconds"]["total"] for rep in reports.values()]
     print(f"\nseeds {args.seeds}, mAP % on val2 (mean ± half the range over the seeds):\n")
     print("\n".join(table(reports)))

@@ -35,6 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val1-scenes", type=int)
     p.add_argument("--val2-scenes", type=int)
     p.add_argument("--cls-format", choices=("folders", "tars", "mixed"))
+    p.add_argument(
+        "--det-train-every-category",
+        action="store_true",
+        default=None,
+        help="DET train scenes of every detection category, in their categories' folders (as "
+        "ImageNet's): boxes of set A for the oracle; the other fine-tunes leave those out",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-progress", action="store_true")
 
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         val1_scenes=args.val1_scenes,
         val2_scenes=args.val2_scenes,
         cls_format=args.cls_format,
+        det_train_every_category=args.det_train_every_category,
     )
     summary = generate(args.out, config, args.workers, progress=not args.no_progress)
     print(json.dumps(summary))

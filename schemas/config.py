@@ -19,7 +19,10 @@ class ToyWorldConfig:
     # Each category's classification images: a seeded count in [n * (1 - spread), n], as in
     # ImageNet (732 to 1,300 per class: spread 0.44). 0: exactly n.
     class_count_spread: float = 0.0
-    det_train_scenes: int = 200  # DET train scenes, objects of set B only
+    det_train_scenes: int = 200  # DET train scenes, objects of set B only (but see below)
+    # DET train scenes of every detection category, each in its primary object's folder, as
+    # ImageNet's DET train is: the oracle reads set A's folders, the other fine-tunes do not.
+    det_train_every_category: bool = False
     val1_scenes: int = 300  # detection training scenes with every category (split val1)
     val2_scenes: int = 300  # evaluation scenes (split val2)
     scene_size: int = 160

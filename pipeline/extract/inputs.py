@@ -4,7 +4,8 @@ folders and adds up counts, and never holds an image's row or an annotation's by
 - ``cls``: the synsets' folders and tars, indexed in parallel (``pipeline.data.cls_index``).
 - ``det-train``: one task per group of synset folders reads their annotations, keeps set B's
   boxes (``only_boxes_of``) and caps the images per synset (``cap_per_class``); both act per
-  image or per folder, so a task needs nothing from the others.
+  image or per folder, so a task needs nothing from the others. The folders of the categories
+  without boxes are not read for set B (``folders_without_boxes``).
 - ``val`` and its subsets (20K images, one flat folder): one task.
 - ``mil``: the ``cls`` index, and one task per index table samples its held-out categories'
   images (``sample_bags``).
@@ -45,6 +46,18 @@ def only_boxes_of(items: list[dict], wnids: list[str]) -> list[dict]:
     its objects are whatever set B's boxes make them (background unless they overlap one)."""
     keep = set(wnids)
     return [{**it, "boxes": [b for b in it["boxes"] if b[0] in keep]} for it in items]
+
+
+def folders_without_boxes(data: str, boxes_of: list[str] | str) -> set[str]:
+    """DET train's synset folders that windows labelled with ``boxes_of`` leave out: those of
+    the detection categories without boxes (set A, held back ones included). ImageNet's DET
+    train is one folder per category, and a folder holds images of its category: the paper
+    trains on set B's detection data only, and read here they would turn set A's objects into
+    background windows of the fine-tunes and into negatives of their own rows in ``lsda mil``'s
+    pool. The oracle (``"all"``) reads every folder."""
+    if boxes_of == "all":
+        return set()
+    return {c.wnid for c in read_categories(data)} - set(boxes_of)
 
 
 def load_inputs(data: str, split: str) -> tuple[list[dict], list[Problem]]:
@@ -170,22 +183,27 @@ def split_inputs(
     cfg: ExtractConfig,
     boxes_of: list[str] | str,
     bags: tuple = ([], None, 0),
-) -> tuple[list, list[int], list[Problem]]:
-    """``split``'s input tables (object refs), their row counts and the problems found.
-    ``bags`` (``mil``): ``sample_bags``' categories to leave out, to keep, images per one."""
+) -> tuple[list, list[int], list[Problem], list[str]]:
+    """``split``'s input tables (object refs), their row counts, the problems found and the
+    DET train folders left out (``folders_without_boxes``). ``bags`` (``mil``):
+    ``sample_bags``' categories to leave out, to keep, images per one."""
     import ray
 
     if split in ("cls", MIL_SPLIT):
         refs, counts, problems = index_cls(data, WorkDir(work).index("cls"))
         if split == "cls":
-            return refs, [c["rows"] for c in counts], problems
+            return refs, [c["rows"] for c in counts], problems, []
         task = ray.remote(num_cpus=1, num_returns=2)(sample_bags)
         pending = [task.remote(ref, *bags, cfg.seed) for ref in refs]
-        return [p[0] for p in pending], ray.get([p[1] for p in pending]), problems
+        return [p[0] for p in pending], ray.get([p[1] for p in pending]), problems, []
     problems: list[Problem] = []
     groups: list[list[str] | None] = [None]
+    left_out: list[str] = []
     if split == "det-train":
         folders, problems = det_train_folders(data)
+        skip = folders_without_boxes(data, boxes_of)
+        left_out = [f for f in folders if f in skip]
+        folders = [f for f in folders if f not in skip]
         step = FOLDERS_PER_TASK
         groups = [folders[i : i + step] for i in range(0, len(folders), step)] or [[]]
     task = ray.remote(num_cpus=1, num_returns=3)(det_table)
@@ -193,4 +211,4 @@ def split_inputs(
     counts = ray.get([p[1] for p in pending])
     for p in ray.get([p[2] for p in pending]):
         problems += p
-    return [p[0] for p in pending], counts, problems
+    return [p[0] for p in pending], counts, problems, left_out

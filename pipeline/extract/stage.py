@@ -255,7 +255,10 @@ def run_extract(
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = progress
-    refs, counts, problems = split_inputs(data, work, split, cfg, boxes_of, sample)
+    refs, counts, problems, left_out = split_inputs(data, work, split, cfg, boxes_of, sample)
+    if left_out:
+        print(f"extract {split}: {len(left_out)} synset folders of categories without boxes "
+              "left out (read by the oracle's extraction only)", flush=True)  # fmt: skip
     mixed = (windows or split == "cls") and cfg.shard_order == "mixed"
     plan_root = storage.join(sdir, "plan")
     plan = planner.plan_split(
@@ -283,6 +286,7 @@ def run_extract(
         retried_images=sum(len(u["only"]) for u in units if u["attempt"]),
         processed_images=processed,
         proposals_reused=proposals_from is not None,
+        left_out_folders=left_out,  # DET train folders of set A (inputs.folders_without_boxes)
         seconds=round(time.time() - t0, 2),
         images_per_second=round(processed / max(time.time() - t0, 1e-9), 2),
     )

@@ -120,9 +120,11 @@ def read_cls_boxes(root: str, wnid: str) -> dict[str, list[int]]:
 
 
 def scene_task(world: World, split: str, start: int, stop: int) -> Files:
-    """Scenes [start, stop) of det-train (set B objects only) or val (every category)."""
+    """Scenes [start, stop) of det-train (set B objects only, unless the world's
+    ``det_train_every_category``) or val (every category)."""
     b_set, a_set = world.det_split()
-    pool = b_set if split == "det-train" else sorted(b_set + a_set)
+    only_b = split == "det-train" and not world.config.det_train_every_category
+    pool = b_set if only_b else sorted(b_set + a_set)
     looks = [c.look for c in world.vocab]
     det = sorted(b_set + a_set)
     files: Files = []
