@@ -294,6 +294,9 @@ class MilConfig:
     steps: int = 200  # L-BFGS iterations per round
     negatives: int = 131072  # the pool: background proposals of DET train (built once)
     hard_negatives: int = 4096  # of the pool, each round's highest-scoring (0: all of it)
+    # an option for a DET train whose background may hold held-out objects (docs/mil.md):
+    # pool windows scoring above this quantile of the round's positives are not negatives
+    unlabelled_quantile: float | None = None
     categories_per_task: int = 64  # one Ray Data row of work: these categories' bags
     actors: int = 2  # feature actors (each holds layers 1-7 and the negatives' features)
     # the option: fc7 and the output rows refitted together after the rows (shared_fc7.py);
@@ -310,6 +313,8 @@ class MilConfig:
             raise ValueError("lam must be >= 0; negatives, categories_per_task >= 1")
         if self.hard_negatives < 0:
             raise ValueError("hard_negatives must be >= 0 (0: the whole pool)")
+        if self.unlabelled_quantile is not None and not 0 <= self.unlabelled_quantile <= 1:
+            raise ValueError("unlabelled_quantile must be within [0, 1] (or null: off)")
         if self.fc7_steps < 1 or self.fc7_lr <= 0 or self.fc7_windows < 1:
             raise ValueError("fc7_steps, fc7_lr and fc7_windows must be > 0")
 

@@ -175,13 +175,18 @@ class NegativePool:
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def hardest(self, d: torch.Tensor, k: int) -> torch.Tensor:
+    def hardest(self, d: torch.Tensor, k: int, ceiling: float | None = None) -> torch.Tensor:
         """The ``k`` windows ``d`` scores highest (all of them if ``k`` is 0 or the pool's
-        size or more), in pool order."""
-        if k <= 0 or k >= len(self):
+        size or more), in pool order. With ``ceiling``, only among those scoring at most
+        that (all of them where none does: the pool is never left empty)."""
+        if ceiling is None and (k <= 0 or k >= len(self)):
             return torch.cat(self.parts).float()
         scores = torch.cat([p.float() @ d for p in self.parts])
-        picks = torch.sort(torch.topk(scores, k).indices).values
+        n = len(scores) if k <= 0 else min(k, len(scores))
+        if ceiling is not None and (scores <= ceiling).any():
+            n = min(n, int((scores <= ceiling).sum()))
+            scores = scores.masked_fill(scores > ceiling, -torch.inf)
+        picks = torch.sort(torch.topk(scores, n).indices).values
         offsets = torch.tensor([0] + [len(p) for p in self.parts]).cumsum(0)
         rows = []
         for i, p in enumerate(self.parts):

@@ -49,12 +49,26 @@ class MilSettings:
     lam: float = 1e-3  # pull towards the row the refinement started from
     steps: int = 200  # L-BFGS iterations per round
     hard: int = 4096  # negatives per round: the pool's highest-scoring (0: the whole pool)
+    # pool windows scoring above this quantile of the round's positives are not negatives
+    # (presumed unlabelled instances); None: every window of the pool may be one
+    unlabelled_quantile: float | None = None
 
 
 def settings_of(cfg: MilConfig) -> MilSettings:
     return MilSettings(
-        rounds=cfg.rounds, top=cfg.top, lam=cfg.lam, steps=cfg.steps, hard=cfg.hard_negatives
+        rounds=cfg.rounds,
+        top=cfg.top,
+        lam=cfg.lam,
+        steps=cfg.steps,
+        hard=cfg.hard_negatives,
+        unlabelled_quantile=cfg.unlabelled_quantile,
     )
+
+
+def ceiling_of(pos: torch.Tensor, d: torch.Tensor, q: float | None) -> float | None:
+    """The score above which a pool window is taken for an unlabelled instance of the
+    category: the ``q`` quantile of its positives' scores (None: no such window)."""
+    return None if q is None else float(torch.quantile(pos.float() @ d, q))
 
 
 def with_ones(features: torch.Tensor) -> torch.Tensor:
@@ -106,7 +120,7 @@ def refine_difference(
     for _ in range(s.rounds):
         chosen = best_windows(bags, d, s.top)
         pos = torch.cat([bag[i] for bag, i in zip(bags, chosen, strict=True)])
-        neg = negatives.hardest(d, s.hard)
+        neg = negatives.hardest(d, s.hard, ceiling_of(pos, d, s.unlabelled_quantile))
         d = fit_difference(d0.float(), pos, neg, s.lam, s.steps)
     return Refined(d, chosen)
 

@@ -229,6 +229,8 @@ def run_mil(
     settings = {k: v for k, v in to_dict(cfg).items() if k not in left_out}
     if not cfg.fc7:  # detectors refined before the option existed stay current
         settings = {k: v for k, v in settings.items() if not k.startswith("fc7")}
+    if cfg.unlabelled_quantile is None:  # the same, for this option
+        del settings["unlabelled_quantile"]
     inputs = {
         "detector": lineage.of(base_url),
         "bags": lineage.of_extraction(work, MIL_SPLIT),

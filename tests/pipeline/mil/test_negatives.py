@@ -35,3 +35,11 @@ def test_the_pool_keeps_its_budget_and_mines_the_highest_scores_in_pool_order():
     assert pool.hardest(d, 100).shape == (8, 2)
     spread = NegativePool([parts[1], parts[0]], budget=10).hardest(d, 5)
     assert spread[:, 0].tolist() == [2.0, 4.0, 6.0, 8.0, 10.0]  # across parts
+
+
+def test_a_ceiling_leaves_out_what_scores_above_it_and_never_empties_the_pool():
+    pool = NegativePool([np.arange(12, dtype=np.float32).reshape(6, 2)], budget=6)
+    d = torch.tensor([1.0, 0.0])  # scores 0, 2, ..., 10
+    assert pool.hardest(d, 2, ceiling=7.0)[:, 0].tolist() == [4.0, 6.0]  # 8 and 10 left out
+    assert pool.hardest(d, 0, ceiling=3.0)[:, 0].tolist() == [0.0, 2.0]  # all that is below
+    assert pool.hardest(d, 5, ceiling=-1.0).shape == (5, 2)  # none below: the ceiling is off

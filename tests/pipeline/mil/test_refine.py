@@ -6,6 +6,7 @@ from pipeline.mil.negatives import NegativePool
 from pipeline.mil.refine import (
     MilSettings,
     best_windows,
+    ceiling_of,
     fit_difference,
     refine_difference,
     with_ones,
@@ -60,3 +61,10 @@ def test_rounds_find_the_latent_positive_from_a_weak_start():
     assert found >= 36  # of 40; a random window: 40 / 30 expected
     again = refine_difference(d0, bags, negatives, MilSettings(rounds=3, lam=1e-3, hard=500))
     assert torch.equal(out.d, again.d)  # deterministic
+
+
+def test_the_ceiling_is_a_quantile_of_the_positives_scores_and_off_by_default():
+    pos = with_ones(torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]]))
+    d = torch.tensor([1.0, 0.0])
+    assert ceiling_of(pos, d, None) is None
+    assert ceiling_of(pos, d, 0.0) == 0.0 and ceiling_of(pos, d, 0.5) == 2.0
