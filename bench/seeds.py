@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
 ROWS = ["classifier", "bg-only", "all-layers", "knn-5", "avg-offset", "knn-5-mil", "oracle"]
 TRANSFER = ["bg-only", "all-layers", "knn-5", "avg-offset", "knn-5-mil"]
@@ -27,23 +28,15 @@ SCENE_COUNTS = ("det_train_scenes", "val1_scenes", "val2_scenes")  # lsda toywor
 
 
 def run_seed(
-    seed: int,
-    root: str,
-    config: str,
-    size: str = "demo",
-    scenes: dict | None = None,
-    every_category: bool = False,
+    seed: int, root: str, config: str, size: str = "demo", world: Sequence[str] = ()
 ) -> dict:
-    """``scenes``: scene counts instead of the size's (a larger val2 narrows a seed's interval,
-    bench/gain_interval.py; more DET train scenes give the oracle its boxes).
-    ``every_category``: DET train scenes of set A too, which only the oracle reads."""
+    """``world``: ``lsda toyworld``'s overrides of the size, as its arguments (a larger val2
+    narrows a seed's interval, bench/gain_interval.py; more DET train scenes give the oracle
+    its boxes, and ``--det-train-every-category`` gives it DET train's boxes of set A)."""
     data, work = f"{root}/seed{seed}/data", f"{root}/seed{seed}/work"
     lsda = [sys.executable, "-m", "jobs.cli"]
-    size = ["--size", size, "--seed", str(seed)]
-    for name, count in (scenes or {}).items():
-        size += [f"--{name.replace('_', '-')}", str(count)]
-    size += ["--det-train-every-category"] if every_category else []
-    subprocess.run([*lsda, "toyworld", "--out", data, *size], check=True)
+    world = ["--size", size, "--seed", str(seed), *world]
+    subprocess.run([*lsda, "toyworld", "--out", data, *world], check=True)
     subprocess.run([*lsda, "run", "--data", data, "--work", work, "--config", config], check=True)
     with open(f"{work}/report/metrics.json") as f:
         return json.load(f)
@@ -116,9 +109,11 @@ def main() -> None:
     ap.add_argument("--det-train-every-category", action="store_true", help="lsda toyworld's")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    scenes = {n: getattr(args, n) for n in SCENE_COUNTS if getattr(args, n)}
-    every = args.det_train_every_category
-    reports = {s: run_seed(s, args.dir, args.config, args.size, scenes, every) for s in args.seeds}
+    world = [
+        f"--{n.replace('_', '-')}={getattr(args, n)}" for n in SCENE_COUNTS if getattr(args, n)
+    ]
+    world += ["--det-train-every-category"] if args.det_train_every_category else []
+    reports = {s: run_seed(s, args.dir, args.config, args.size, world) for s in args.seeds}
     seconds = [rep["seconds"]["total"] for rep in reports.values()]
     print(f"\nseeds {args.seeds}, mAP % on val2 (mean ± half the range over the seeds):\n")
     print("\n".join(table(reports)))

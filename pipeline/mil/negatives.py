@@ -183,9 +183,10 @@ class NegativePool:
             return torch.cat(self.parts).float()
         scores = torch.cat([p.float() @ d for p in self.parts])
         n = len(scores) if k <= 0 else min(k, len(scores))
-        if ceiling is not None and (scores <= ceiling).any():
-            n = min(n, int((scores <= ceiling).sum()))
-            scores = scores.masked_fill(scores > ceiling, -torch.inf)
+        below = scores <= ceiling if ceiling is not None else None
+        if below is not None and below.any():  # none below: the ceiling is off
+            n = min(n, int(below.sum()))
+            scores = scores.masked_fill(~below, -torch.inf)
         picks = torch.sort(torch.topk(scores, n).indices).values
         offsets = torch.tensor([0] + [len(p) for p in self.parts]).cumsum(0)
         rows = []
